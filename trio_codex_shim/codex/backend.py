@@ -1,0 +1,32 @@
+"""The seam between the shim and Codex: a backend runs turns.
+
+The core speaks of turns and normalised events, never of processes; a
+backend is whatever turns a :class:`~..core.actions.StartTurn` into those
+events.  ``exec`` starts ``codex exec --json`` per turn; ``app-server``
+keeps one ``codex app-server`` alive.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import trio
+
+from ..core.actions import StartTurn
+from .events import EventSink, TurnOutcome
+
+
+class Backend(Protocol):
+    """Runs one turn at a time on behalf of the shim's executor task."""
+
+    async def run_turn(
+        self, turn: StartTurn, sink: EventSink, stop: trio.CancelScope
+    ) -> TurnOutcome:
+        """Run ``turn``, feeding ``sink`` as Codex speaks; return how it ended.
+
+        ``stop`` is the turn's own cancel scope: when it is cancelled (Kill,
+        a shutdown deadline, the turn timeout) the backend stops every
+        process the turn started and returns ``TurnOutcome(stopped=True)``.
+        This never returns while a process of the turn is still unaccounted for.
+        """
+        ...

@@ -1,0 +1,13 @@
+"""Validate Codex thread ids before they reach an argv or a request."""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+_THREAD_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+
+
+def is_valid_thread_id(value: str) -> bool:
+    """Whether ``value`` looks like a Codex thread id (UUID-like, never ``-x``)."""
+    return _THREAD_ID.fullmatch(value) is not None

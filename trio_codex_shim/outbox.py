@@ -1,0 +1,92 @@
+"""Ordered, bounded hand-off of Events to the one task that writes them.
+
+Synchronous code (the core's outputs) appends frames in order; a single
+writer task sends them, batching whatever has piled up into one
+``send_all``.  Producers that can wait (the command receiver) call
+:meth:`Outbox.wait_for_room` so a peer that stops reading slows the shim
+down instead of growing memory; a send that makes no progress for
+``send_timeout`` seconds means the peer is stuck.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Final
+
+import trio
+
+from .framing import frame
+from .protocol import Event, encode
+
+log = logging.getLogger(__name__)
+
+_BATCH_BYTES: Final = 256 * 1024
+
+
+class PeerStuck(Exception):
+    """The orchestrator has not read anything for the whole send timeout."""
+
+
+class Outbox:
+    """Frames waiting to be written, oldest first; see the module docstring."""
+
+    def __init__(self, high_water: int = 1024) -> None:
+        self._frames: deque[bytes] = deque()
+        self._high_water = high_water
+        self._has_frames = trio.lowlevel.ParkingLot()
+        self._has_room = trio.lowlevel.ParkingLot()
+        self._closed = False
+
+    def put(self, event: Event) -> None:
+        """Queue ``event``; silently dropped once the stream is gone."""
+        if self._closed:
+            log.debug("stream gone, not sent: %r", event)
+            return
+        self._frames.append(frame(encode(event)))
+        self._has_frames.unpark_all()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    async def wait_for_room(self) -> None:
+        """Wait while more than ``high_water`` frames are waiting to be written."""
+        while len(self._frames) > self._high_water and not self._closed:
+            await self._has_room.park()
+
+    def close(self) -> None:
+        """The stream is gone: drop what is queued and release every waiter."""
+        self._closed = True
+        self._frames.clear()
+        self._has_frames.unpark_all()
+        self._has_room.unpark_all()
+
+    async def flush(self, limit_secs: float) -> bool:
+        """Wait up to ``limit_secs`` for every queued frame to be written."""
+        with trio.move_on_after(limit_secs):
+            while self._frames and not self._closed:
+                await self._has_room.park()
+            return not self._frames
+        return False
+
+    async def write_forever(self, stream: trio.abc.SendStream, send_timeout: float) -> None:
+        """Write frames as they come; never returns normally.
+
+        Raises :class:`PeerStuck` when one batch cannot be sent within
+        ``send_timeout``, or the stream's own error when it breaks.
+        """
+        while True:
+            while not self._frames:
+                if self._closed:
+                    await trio.sleep_forever()
+                await self._has_frames.park()
+            batch = [self._frames.popleft()]
+            size = len(batch[0])
+            while self._frames and size < _BATCH_BYTES:
+                size += len(self._frames[0])
+                batch.append(self._frames.popleft())
+            with trio.move_on_after(send_timeout) as scope:
+                await stream.send_all(b"".join(batch))
+            if scope.cancelled_caught:
+                raise PeerStuck(f"orchestrator read nothing for {send_timeout:g}s")
+            self._has_room.unpark_all()

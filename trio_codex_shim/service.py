@@ -1,0 +1,234 @@
+"""The Trio driver: one nursery that wires the core to the stream and to Codex.
+
+Tasks, all in one nursery: the command receiver, the event writer, the stats
+ticker, the executor (the single task that runs turns, one at a time, in the
+order the core's drop-oldest queue hands them out), the orphan reaper, and
+the signal watcher.  The core decides; these tasks only move data and carry
+out its actions.  :func:`serve` returns only when every process it started
+is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import time
+from typing import Final
+
+import trio
+
+from . import process_tree
+from .codex.backend import Backend
+from .codex.events import CodexEvent, TurnOutcome
+from .core.actions import Exit, StartTurn, StopTurn
+from .core.machine import EXIT_TRANSPORT, CoreConfig, Output, ShimCore
+from .framing import FrameError, FrameReader
+from .options import ShimOptions
+from .outbox import Outbox, PeerStuck
+from .preserve import preserve_work
+from .protocol import BadMessage, Event, decode_command
+
+log = logging.getLogger(__name__)
+
+_EXIT_STOP_BOUND: Final = 10.0
+"""Longest the final sweep of leftover processes may take."""
+
+
+class TrioClock:
+    """The core's clock: Trio's (so tests can use ``autojump_clock``) and the epoch."""
+
+    def monotonic(self) -> float:
+        return trio.current_time()
+
+    def epoch(self) -> float:
+        return time.time()
+
+
+def core_config(options: ShimOptions) -> CoreConfig:
+    """The part of the options the core's rules depend on."""
+    return CoreConfig(
+        queue_depth=options.queue_depth,
+        model=options.model,
+        context_limit_tokens=options.context_limit_tokens,
+        context_warn_pct=options.context_warn_pct,
+        preserve_work=options.preserve_work,
+        turn_timeout_secs=options.turn_timeout_secs,
+        stop_grace_secs=options.stop_grace_secs,
+    )
+
+
+class _Service:
+    def __init__(self, stream: trio.abc.Stream, options: ShimOptions, backend: Backend) -> None:
+        self.stream = stream
+        self.options = options
+        self.backend = backend
+        self.core = ShimCore(core_config(options), TrioClock())
+        self.outbox = Outbox()
+        self.turn_send, self.turn_recv = trio.open_memory_channel[StartTurn](1)
+        self.turn_scope: tuple[int, trio.CancelScope] | None = None
+        self.pending_stops: dict[int, float] = {}
+        self.exit: Exit | None = None
+        self.exit_event = trio.Event()
+        self.last_activity = 0.0
+
+    # -- carrying out the core's outputs ---------------------------------------
+
+    def dispatch(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            if isinstance(out, Event):
+                log.debug("event: %r", out)
+                self.outbox.put(out)
+            elif isinstance(out, StartTurn):
+                self.turn_send.send_nowait(out)
+            elif isinstance(out, StopTurn):
+                self._stop_turn(out)
+            else:
+                self.exit = out
+                self.exit_event.set()
+
+    def _stop_turn(self, stop: StopTurn) -> None:
+        deadline = trio.current_time() + stop.grace_secs
+        if self.turn_scope is not None and self.turn_scope[0] == stop.turn_id:
+            scope = self.turn_scope[1]
+            scope.deadline = min(scope.deadline, deadline)
+        else:
+            self.pending_stops[stop.turn_id] = deadline
+
+    # -- tasks ------------------------------------------------------------------
+
+    async def receive_commands(self) -> None:
+        reader = FrameReader(self.stream)
+        grace = self.options.eof_grace_secs
+        while not self.core.exited:
+            try:
+                payload = await reader.receive()
+            except FrameError as exc:
+                log.error("closing the connection: %s", exc)
+                self.dispatch(self.core.bad_message(BadMessage("unknown", str(exc))))
+                self.dispatch(self.core.peer_lost(EXIT_TRANSPORT, grace))
+                return
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                log.error("connection lost: %r", exc)
+                self.dispatch(self.core.peer_lost(EXIT_TRANSPORT, grace))
+                return
+            if payload is None:
+                log.info("orchestrator closed the stream")
+                self.dispatch(self.core.peer_lost(0, grace))
+                return
+            try:
+                command = decode_command(payload)
+            except BadMessage as exc:
+                log.warning("bad message: %s", exc)
+                self.dispatch(self.core.bad_message(exc))
+            else:
+                log.debug("command: %r", command)
+                self.dispatch(self.core.command(command))
+            await self.outbox.wait_for_room()
+
+    async def write_events(self) -> None:
+        try:
+            await self.outbox.write_forever(self.stream, self.options.send_timeout_secs)
+        except (PeerStuck, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            log.error("cannot send events, treating the orchestrator as gone: %s", exc)
+            self.outbox.close()
+            self.dispatch(self.core.peer_lost(EXIT_TRANSPORT, 0.0))
+
+    async def tick_stats(self) -> None:
+        while True:
+            await trio.sleep(self.options.stats_interval_secs)
+            self.dispatch(self.core.tick())
+
+    async def watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.warning("received %s, shutting down", signal.Signals(signum).name)
+                self.dispatch(self.core.peer_lost(128 + signum, self.options.eof_grace_secs))
+
+    async def execute_turns(self) -> None:
+        async for turn in self.turn_recv:
+            outcome = await self._run_turn(turn)
+            self.dispatch(self.core.turn_ended(turn.turn_id, outcome))
+
+    async def _run_turn(self, turn: StartTurn) -> TurnOutcome:
+        timeout = self.options.turn_timeout_secs
+        deadline = trio.current_time() + timeout if timeout else math.inf
+        deadline = min(deadline, self.pending_stops.pop(turn.turn_id, math.inf))
+        scope = trio.CancelScope(deadline=deadline)
+        self.turn_scope = (turn.turn_id, scope)
+        self.last_activity = trio.current_time()
+
+        def sink(event: CodexEvent) -> None:
+            self.last_activity = trio.current_time()
+            self.dispatch(self.core.codex_event(turn.turn_id, event))
+
+        try:
+            async with trio.open_nursery() as nursery:
+                if self.options.stall_warn_secs:
+                    nursery.start_soon(self._warn_on_stall, turn.turn_id)
+                outcome = await self.backend.run_turn(turn, sink, scope)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.turn_scope = None
+        return outcome
+
+    async def _warn_on_stall(self, turn_id: int) -> None:
+        """A ``Warning{idle_secs}`` for every ``--stall-warn`` seconds Codex stays silent."""
+        limit = self.options.stall_warn_secs
+        assert limit
+        next_check = self.last_activity + limit
+        while True:
+            await trio.sleep_until(next_check)
+            now = trio.current_time()
+            silent = now - self.last_activity
+            if silent >= limit:
+                self.dispatch(self.core.stalled(turn_id, int(silent)))
+                next_check = now + limit
+            else:
+                next_check = self.last_activity + limit
+
+    # -- the whole life ---------------------------------------------------------
+
+    async def run(self, *, handle_signals: bool) -> int:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.write_events)
+            nursery.start_soon(self.receive_commands)
+            nursery.start_soon(self.tick_stats)
+            nursery.start_soon(self.execute_turns)
+            nursery.start_soon(process_tree.reap_forever)
+            if handle_signals:
+                nursery.start_soon(self.watch_signals)
+            self.dispatch(self.core.start())
+            log.info("ready")
+            await self.exit_event.wait()
+            assert self.exit is not None
+            if self.exit.preserve_work:
+                await preserve_work(self.options.cwd, self.options.preserve_work_timeout_secs)
+            if not await self.outbox.flush(self.options.send_timeout_secs):
+                log.warning("exiting with %d event(s) unsent", len(self.outbox))
+            nursery.cancel_scope.cancel()
+        log.info("exiting with code %d", self.exit.code)
+        return self.exit.code
+
+
+async def serve(
+    stream: trio.abc.Stream,
+    options: ShimOptions,
+    backend: Backend,
+    *,
+    handle_signals: bool = False,
+) -> int:
+    """Serve one orchestrator on ``stream`` until told to stop; the exit code.
+
+    Sends ``Ready`` at once.  Returns after Shutdown, Kill, the end of the
+    stream, a broken stream or (with ``handle_signals``) SIGTERM/SIGINT, and
+    only once no process the shim started is left.  On cancellation every
+    such process is stopped too.
+    """
+    process_tree.enable_subreaper()
+    service = _Service(stream, options, backend)
+    try:
+        return await service.run(handle_signals=handle_signals)
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(_EXIT_STOP_BOUND):
+            await process_tree.terminate_descendants(options.stop_grace_secs)
