@@ -196,6 +196,7 @@ class _Service:
             nursery.start_soon(self.tick_stats)
             nursery.start_soon(self.execute_turns)
             nursery.start_soon(process_tree.reap_forever)
+            nursery.start_soon(self.backend.run)
             if handle_signals:
                 nursery.start_soon(self.watch_signals)
             self.dispatch(self.core.start())

@@ -19,6 +19,14 @@ from .events import EventSink, TurnOutcome
 class Backend(Protocol):
     """Runs one turn at a time on behalf of the shim's executor task."""
 
+    async def run(self) -> None:
+        """Background work for the shim's whole life, in the service's nursery.
+
+        A persistent backend starts its server here (``Ready`` never waits on
+        it) and keeps it until cancelled; a per-turn backend returns at once.
+        """
+        ...
+
     async def run_turn(
         self, turn: StartTurn, sink: EventSink, stop: trio.CancelScope
     ) -> TurnOutcome:

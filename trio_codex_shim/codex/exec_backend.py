@@ -38,6 +38,9 @@ class ExecBackend:
         self._transcript = transcript
         self._env = codex_environment(os.environ, drop=options.env_drop, allow=options.env_allow)
 
+    async def run(self) -> None:
+        """Nothing lives between turns: every turn starts its own process."""
+
     async def run_turn(
         self, turn: StartTurn, sink: EventSink, stop: trio.CancelScope
     ) -> TurnOutcome:
