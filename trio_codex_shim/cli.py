@@ -19,6 +19,7 @@ from pathlib import Path
 import trio
 
 from .codex.exec_backend import ExecBackend
+from .codex.launcher import ResolvedCodex, resolve_codex
 from .core.machine import EXIT_TRANSPORT
 from .options import Sandbox, ShimOptions
 from .service import serve
@@ -82,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--cwd", type=Path, default=Path("."), help="Codex's working directory")
     agent.add_argument("--codex", metavar="PROGRAM", help="the Codex CLI (default: codex)")
+    agent.add_argument(
+        "--no-native-codex",
+        dest="native_codex",
+        action="store_false",
+        help="run --codex as given even when it is the npm package's Node launcher",
+    )
     agent.add_argument("--model", default="gpt-5.5")
     agent.add_argument("--reasoning-effort", default="high", help="'' to leave Codex's default")
     agent.add_argument(
@@ -192,6 +199,7 @@ def parse(argv: Sequence[str]) -> tuple[ShimOptions, Transport, str]:
         shim_id=ns.shim_id,
         cwd=ns.cwd.resolve(),
         codex=program or "codex",
+        native_codex=ns.native_codex,
         model=ns.model,
         reasoning_effort=ns.reasoning_effort or None,
         sandbox=ns.sandbox,
@@ -224,7 +232,10 @@ async def run(options: ShimOptions, transport: Transport) -> int:
     transcript = (
         Transcript(options.transcript, options.transcript_max_bytes) if options.transcript else None
     )
-    backend = ExecBackend(options, options.codex, transcript)
+    codex = resolve_codex(options.codex) if options.native_codex else ResolvedCodex(options.codex)
+    if codex.native:
+        log.info("running the native Codex binary %s behind %s", codex.program, options.codex)
+    backend = ExecBackend(options, codex, transcript)
     try:
         async with open_transport(transport) as stream:
             return await serve(stream, options, backend, handle_signals=True)

@@ -17,15 +17,33 @@ class Sandbox(enum.StrEnum):
     DANGER_FULL_ACCESS = "danger-full-access"
 
 
+class BackendKind(enum.StrEnum):
+    """How Codex runs (``--backend``): a process per turn, or one persistent server."""
+
+    EXEC = "exec"
+    APP_SERVER = "app-server"
+
+
+class OnBusy(enum.StrEnum):
+    """What a message arriving during a turn does (``--on-busy``)."""
+
+    QUEUE = "queue"
+    STEER = "steer"
+    """Added to the running turn (``turn/steer``); app-server backend only."""
+
+
 class ShimOptions(msgspec.Struct, frozen=True, kw_only=True):
     """A shim's configuration; defaults match batty's Codex shim."""
 
     shim_id: str = "codex"
     cwd: Path = Path(".")
     codex: str = "codex"
+    native_codex: bool = True
     model: str = "gpt-5.5"
     reasoning_effort: str | None = "high"
     sandbox: Sandbox = Sandbox.BYPASS
+    backend: BackendKind = BackendKind.EXEC
+    on_busy: OnBusy = OnBusy.QUEUE
     codex_args: tuple[str, ...] = ()
     codex_config: tuple[str, ...] = ()
     queue_depth: int = 16

@@ -57,8 +57,9 @@ class TokenUsage(msgspec.Struct, frozen=True):
     """Token figures; ``scope`` says whether they count this turn or the whole thread.
 
     ``last_input_tokens`` / ``last_output_tokens`` describe the latest model
-    exchange, the basis of context occupancy; ``context_window`` is the
-    model's window when the backend knows it.
+    exchange, the basis of context occupancy; when a backend does not know
+    them the core takes this turn's share of the figures instead.
+    ``context_window`` is the model's window when the backend knows it.
     """
 
     scope: Literal["turn", "thread"]
@@ -66,8 +67,8 @@ class TokenUsage(msgspec.Struct, frozen=True):
     cached_input_tokens: int
     output_tokens: int
     reasoning_output_tokens: int
-    last_input_tokens: int
-    last_output_tokens: int
+    last_input_tokens: int | None = None
+    last_output_tokens: int | None = None
     context_window: int | None = None
 
 

@@ -17,6 +17,7 @@ from .environment import codex_environment
 from .events import AgentMessage, EventSink, OutputProduced, TurnOutcome
 from .exec_argv import exec_argv
 from .exec_jsonl import ExecTranslator
+from .launcher import ResolvedCodex, apply_env
 from .lines import LineSplitter
 from .stderr_tail import Tail
 
@@ -31,12 +32,14 @@ class ExecBackend:
     """Runs each turn as ``codex exec --json [resume ID] -`` in ``options.cwd``."""
 
     def __init__(
-        self, options: ShimOptions, program: str, transcript: Transcript | None = None
+        self, options: ShimOptions, codex: ResolvedCodex, transcript: Transcript | None = None
     ) -> None:
         self._options = options
-        self._program = program
+        self._program = codex.program
         self._transcript = transcript
-        self._env = codex_environment(os.environ, drop=options.env_drop, allow=options.env_allow)
+        self._env = apply_env(
+            codex_environment(os.environ, drop=options.env_drop, allow=options.env_allow), codex
+        )
 
     async def run(self) -> None:
         """Nothing lives between turns: every turn starts its own process."""

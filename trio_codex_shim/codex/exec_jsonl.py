@@ -91,14 +91,14 @@ class ExecTranslator:
             if ev.usage is not None:
                 u = ev.usage
                 return [
+                    # Codex 0.169 reports the thread's running total here (checked
+                    # across resumed turns: 100, then 200), not this turn's share.
                     TokenUsage(
-                        scope="turn",
+                        scope="thread",
                         input_tokens=u.input_tokens,
                         cached_input_tokens=u.cached_input_tokens,
                         output_tokens=u.output_tokens,
                         reasoning_output_tokens=u.reasoning_output_tokens,
-                        last_input_tokens=u.input_tokens,
-                        last_output_tokens=u.output_tokens,
                     )
                 ]
         elif kind == "thread.started":

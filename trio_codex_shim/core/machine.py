@@ -97,6 +97,14 @@ class _Tokens(msgspec.Struct):
             self.reasoning + other.reasoning,
         )
 
+    def minus(self, other: _Tokens) -> _Tokens:
+        return _Tokens(
+            self.input - other.input,
+            self.cached - other.cached,
+            self.output - other.output,
+            self.reasoning - other.reasoning,
+        )
+
 
 class ShimCore:
     """The sans-IO shim.  Call :meth:`start` first; feed inputs; act on outputs."""
@@ -422,11 +430,18 @@ class ShimCore:
             usage.output_tokens,
             usage.reasoning_output_tokens,
         )
+        before = self._tokens
         if usage.scope == "turn":
             self._tokens = self._tokens_before_turn.plus(reported)
+            share = reported
         else:
             self._tokens = reported
-        self._used_tokens = usage.last_input_tokens + usage.last_output_tokens
+            # A running total that went down belongs to a new thread.
+            share = reported if reported.input < before.input else reported.minus(before)
+        if usage.last_input_tokens is not None and usage.last_output_tokens is not None:
+            self._used_tokens = usage.last_input_tokens + usage.last_output_tokens
+        else:
+            self._used_tokens = share.input + share.output
         if usage.context_window:
             self._context_window = usage.context_window
         pct = self._usage_pct()

@@ -1,0 +1,67 @@
+"""The process tree: subreaper, finding escaped descendants, stopping and reaping."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import trio
+
+from trio_codex_shim import process_tree
+
+# A child that starts a grandchild in a session of its own (as Codex does for the
+# agent's commands), prints the grandchild's pid, and exits: the grandchild escapes.
+ESCAPE = (
+    "import subprocess, sys\n"
+    "p = subprocess.Popen(['sleep', '300'], start_new_session=True, stdout=subprocess.DEVNULL)\n"
+    "print(p.pid, flush=True)\n"
+)
+
+
+async def _start_escapee() -> int:
+    result = await trio.run_process(
+        [sys.executable, "-c", ESCAPE], capture_stdout=True, check=True
+    )
+    return int(result.stdout)
+
+
+async def test_escaped_grandchild_is_reparented_to_us_and_stopped() -> None:
+    assert process_tree.enable_subreaper()
+    with trio.fail_after(20):
+        pid = await _start_escapee()
+        assert process_tree.is_alive(pid)
+        assert pid in process_tree.children(os.getpid())
+        stopped = await process_tree.terminate_descendants(1.0)
+    assert pid in stopped
+    assert not process_tree.is_alive(pid)
+    assert not Path(f"/proc/{pid}").exists()  # reaped, not a zombie
+
+
+async def test_term_ignoring_process_is_killed_after_the_grace() -> None:
+    assert process_tree.enable_subreaper()
+    script = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(300)\n"
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        with trio.fail_after(20):
+            await process_tree.terminate_descendants(0.2)
+        assert not process_tree.is_alive(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_reaper_leaves_owned_pids_to_their_owner() -> None:
+    with trio.fail_after(20):
+        proc = await trio.lowlevel.open_process([sys.executable, "-c", "raise SystemExit(7)"])
+        with process_tree.owned(proc.pid):
+            while process_tree.is_alive(proc.pid):
+                await trio.sleep(0.01)
+            process_tree.reap_orphans()
+            assert await proc.wait() == 7  # the exit status was not stolen
+
+
+def test_descendants_of_a_missing_pid_is_empty() -> None:
+    assert process_tree.descendants(2**22 + 12345) == []
+    assert not process_tree.is_alive(2**22 + 12345)
