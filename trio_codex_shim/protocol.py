@@ -134,10 +134,10 @@ class Completion(Event, frozen=True, omit_defaults=True, kw_only=True):
     last_lines: str
 
 
-class Died(Event, frozen=True):
+class Died(Event, frozen=True, kw_only=True):
     """The agent process died outside a turn (kept for protocol parity)."""
 
-    exit_code: int | None
+    exit_code: int | None = None
     last_lines: str
 
 
@@ -148,10 +148,10 @@ class ContextExhausted(Event, frozen=True):
     last_lines: str
 
 
-class ContextWarning(Event, frozen=True):
+class ContextWarning(Event, frozen=True, kw_only=True):
     """Token usage crossed the warning threshold of the context window."""
 
-    model: str | None
+    model: str | None = None
     output_bytes: U64
     uptime_secs: U64
     input_tokens: U64

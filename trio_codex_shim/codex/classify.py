@@ -57,7 +57,7 @@ _RATE_PHRASES: Final = ("429 too many requests", "rate limit", "rate_limit")
 _OVERLOADED_PHRASES: Final = ("overloaded", "503 service unavailable", "server is busy")
 
 _RETRY_AT: Final = re.compile(
-    r"try again at\s+"
+    r"(?i:try again at)\s+"
     r"(?:(?P<mon>[A-Z][a-z]{2})\s+(?P<day>\d{1,2})(?:st|nd|rd|th)?,\s+(?P<year>\d{4})\s+)?"
     r"(?P<hour>\d{1,2}):(?P<minute>\d{2})\s*(?P<ampm>[AaPp][Mm])",
 )

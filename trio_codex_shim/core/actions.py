@@ -25,6 +25,19 @@ class StopTurn(msgspec.Struct, frozen=True):
     grace_secs: float
 
 
+class SteerTurn(msgspec.Struct, frozen=True):
+    """Add ``prompt`` to the running turn ``turn_id`` (``--on-busy steer``).
+
+    The driver answers with :meth:`~.machine.ShimCore.steered` naming
+    ``steer_id``, before the turn's end is reported; ``message_id`` is for logs.
+    """
+
+    turn_id: int
+    steer_id: int
+    prompt: str
+    message_id: str | None
+
+
 class Exit(msgspec.Struct, frozen=True):
     """No turn is running and none will: flush events and exit with ``code``."""
 
@@ -32,4 +45,4 @@ class Exit(msgspec.Struct, frozen=True):
     preserve_work: bool
 
 
-Action = StartTurn | StopTurn | Exit
+Action = StartTurn | StopTurn | SteerTurn | Exit

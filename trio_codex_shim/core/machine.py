@@ -17,22 +17,25 @@ The promises it keeps (and the tests check):
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 import msgspec
 
 from .. import protocol as p
 from ..codex import events as cx
-from .actions import Exit, StartTurn, StopTurn
+from .actions import Exit, StartTurn, SteerTurn, StopTurn
 from .queue import DropOldestQueue
 from .text import SUMMARY_LINES, format_injected_message, last_lines, mentions_context_pressure
 
-Output = p.Event | StartTurn | StopTurn | Exit
+Output = p.Event | StartTurn | StopTurn | SteerTurn | Exit
 
 EXIT_OK: Final = 0
 """Exit code after Shutdown, Kill or the orchestrator closing the stream."""
 EXIT_TRANSPORT: Final = 3
 """Exit code when the stream broke: lost sync, a truncated frame, a stuck peer."""
+
+QUOTA_FALLBACK_SECS: Final = 900
+"""How long messages are refused after a usage limit whose retry time Codex did not say."""
 
 LEGAL_EDGES: Final[frozenset[tuple[p.ShimState, p.ShimState]]] = frozenset(
     {
@@ -65,6 +68,8 @@ class CoreConfig(msgspec.Struct, frozen=True):
     preserve_work: bool = False
     turn_timeout_secs: float | None = None
     stop_grace_secs: float = 2.0
+    on_busy: Literal["queue", "steer"] = "queue"
+    """``steer``: a message arriving during a turn is added to it (:class:`SteerTurn`)."""
 
 
 class _Message(msgspec.Struct, frozen=True):
@@ -81,6 +86,8 @@ class _Turn(msgspec.Struct):
     failure: cx.Failure | None = None
     stop_reason: str | None = None
     fresh_thread_retried: bool = False
+    steered: list[_Message] = msgspec.field(default_factory=list)
+    """Messages Codex took into this turn: each gets the turn's terminal event."""
 
 
 class _Tokens(msgspec.Struct):
@@ -129,8 +136,14 @@ class ShimCore:
         self._context_warned = False
         self._approaching_sent = False
         self._quota: p.QuotaBlocked | None = None
+        self._quota_until = 0.0
         self._closing: Exit | None = None
         self._exited = False
+        self._steers: dict[int, tuple[int, _Message]] = {}
+        """Steers asked for and not yet answered: steer id -> (turn id, message)."""
+        self._next_steer_id = 1
+        self._riders: list[_Message] = []
+        """The ending turn's steered messages, until they get their terminal events."""
 
     # -- read-only views ----------------------------------------------------
 
@@ -235,8 +248,13 @@ class ShimCore:
         self._tokens_before_turn = self._tokens
         failure = turn.failure or _failure_from_outcome(outcome)
         msg = turn.message
+        for steer_id, (steer_turn, pending) in list(self._steers.items()):
+            if steer_turn == turn_id:  # never answered: it did not reach the turn
+                del self._steers[steer_id]
+                self._steer_fallback(out, pending, "the turn ended first")
+        self._riders = turn.steered
 
-        if outcome.stopped or (turn.stop_reason is not None and not outcome.completed):
+        if outcome.stopped:
             reason = turn.stop_reason or _timeout_reason(self.config.turn_timeout_secs)
             self._fail_message(out, msg, f"turn stopped: {reason}")
         elif failure is None:
@@ -245,6 +263,12 @@ class ShimCore:
             out.append(
                 p.Completion(message_id=msg.message_id, response=self._response, last_lines=summary)
             )
+            for rider in self._take_riders():
+                out.append(
+                    p.Completion(
+                        message_id=rider.message_id, response=self._response, last_lines=summary
+                    )
+                )
         elif (
             failure.kind is cx.FailureKind.THREAD_NOT_FOUND
             and not turn.fresh_thread_retried
@@ -259,6 +283,8 @@ class ShimCore:
                 )
             )
             self._begin_turn(out, msg, fresh_thread_retried=True)
+            for rider in self._take_riders():
+                self._steer_fallback(out, rider, "the thread was lost")
             return out
         else:
             self._turn_failed(out, msg, failure)
@@ -267,6 +293,23 @@ class ShimCore:
             self._finish_closing(out)
         elif self._state is p.ShimState.IDLE:
             self._start_next(out)
+        return out
+
+    def steered(self, steer_id: int, error: str | None) -> list[Output]:
+        """The driver's answer to :class:`SteerTurn` ``steer_id``: ``None`` when Codex
+        took the message into the running turn, else why not (it is queued instead)."""
+        out: list[Output] = []
+        pending = self._steers.pop(steer_id, None)
+        if pending is None:
+            return out  # already settled when its turn ended
+        turn_id, msg = pending
+        turn = self._turn
+        if error is None and turn is not None and turn.turn_id == turn_id:
+            turn.steered.append(msg)
+            if msg.message_id is not None:
+                out.append(p.MessageDelivered(id=msg.message_id))
+        else:
+            self._steer_fallback(out, msg, error or "the turn is over")
         return out
 
     def tick(self) -> list[Output]:
@@ -291,8 +334,7 @@ class ShimCore:
             self._refuse(out, msg, "shim is shutting down, cannot accept message")
             return
         if self._quota is not None:
-            retry_at = self._quota.retry_at_epoch_secs
-            if retry_at is None or self._clock.epoch() < retry_at:
+            if self._clock.epoch() < self._quota_until:
                 out.append(self._quota)
                 self._refuse(out, msg, f"usage limit reached: {self._quota.message}")
                 return
@@ -300,6 +342,9 @@ class ShimCore:
         if self._state is p.ShimState.IDLE:
             self._begin_turn(out, msg, summary="")
         elif self._state is p.ShimState.WORKING:
+            if self.config.on_busy == "steer" and self._turn is not None:
+                self._steer(out, self._turn, msg)
+                return
             dropped = self._queue.push(msg)
             if dropped is not None:
                 self._refuse(
@@ -332,8 +377,46 @@ class ShimCore:
         """The in-flight message's terminal event when its turn did not complete."""
         if msg.message_id is not None:
             out.append(p.DeliveryFailed(id=msg.message_id, reason=reason))
-        if self._state is p.ShimState.WORKING:
+        for rider in self._take_riders():
+            if rider.message_id is not None:
+                out.append(p.DeliveryFailed(id=rider.message_id, reason=reason))
+        if self._state is p.ShimState.WORKING and self._closing is None:
             self._set_state(out, p.ShimState.IDLE, last_lines(self._response, SUMMARY_LINES))
+
+    # -- steering (``on_busy="steer"``) ------------------------------------------
+
+    def _steer(self, out: list[Output], turn: _Turn, msg: _Message) -> None:
+        steer_id = self._next_steer_id
+        self._next_steer_id += 1
+        self._steers[steer_id] = (turn.turn_id, msg)
+        prompt = format_injected_message(msg.sender, msg.body)
+        out.append(SteerTurn(turn.turn_id, steer_id, prompt, msg.message_id))
+
+    def _steer_fallback(self, out: list[Output], msg: _Message, why: str) -> None:
+        """A message that could not join the running turn is queued like any other."""
+        if self._closing is not None:
+            self._refuse(out, msg, "shim is shutting down, message dropped", seed_error=False)
+            return
+        dropped = self._queue.push(msg)
+        if dropped is not None:
+            self._refuse(
+                out,
+                dropped,
+                f"message queue full ({self._queue.capacity}), dropped oldest message",
+                seed_error=False,
+            )
+        out.append(
+            p.Warning(
+                message=f"could not steer the running turn ({why}); message queued "
+                f"(depth: {self.queued})"
+            )
+        )
+        if self._turn is None and self._state is p.ShimState.IDLE:
+            self._start_next(out)
+
+    def _take_riders(self) -> list[_Message]:
+        riders, self._riders = self._riders, []
+        return riders
 
     def _begin_turn(
         self,
@@ -381,6 +464,9 @@ class ShimCore:
                 message=failure.message,
                 retry_at_epoch_secs=failure.retry_at_epoch_secs,
                 retry_at_label=failure.retry_at_label,
+            )
+            self._quota_until = float(
+                failure.retry_at_epoch_secs or self._clock.epoch() + QUOTA_FALLBACK_SECS
             )
             out.append(self._quota)
             self._fail_message(out, msg, f"usage limit reached: {failure.message}")
