@@ -54,7 +54,12 @@ _THREAD_PHRASES: Final = (
     "session not found",
 )
 _RATE_PHRASES: Final = ("429 too many requests", "rate limit", "rate_limit")
-_OVERLOADED_PHRASES: Final = ("overloaded", "503 service unavailable", "server is busy")
+_OVERLOADED_PHRASES: Final = (
+    "overloaded",
+    "high demand",
+    "503 service unavailable",
+    "server is busy",
+)
 
 _RETRY_AT: Final = re.compile(
     r"(?i:try again at)\s+"

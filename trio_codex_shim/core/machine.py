@@ -222,6 +222,15 @@ class ShimCore:
                 if not self._approaching_sent and mentions_context_pressure(text):
                     self._approaching(out, "agent output contains context-pressure signals")
             case cx.ThreadStarted(thread_id=tid):
+                if self._thread_id is not None and tid != self._thread_id:
+                    # Codex 0.169 starts a new thread, silently, for a resume id
+                    # it cannot parse: the earlier context is gone.
+                    out.append(
+                        p.Warning(
+                            message=f"codex started thread {tid} instead of resuming "
+                            f"{self._thread_id}: earlier context was lost"
+                        )
+                    )
                 self._thread_id = tid
             case cx.TokenUsage():
                 self._token_usage(event, out)
