@@ -11,9 +11,10 @@ import trio
 
 from trio_codex_shim import process_tree
 from trio_codex_shim import protocol as p
-from trio_codex_shim.client import ClientOptions
+from trio_codex_shim.client import ClientOptions, EventSubscription, ShimClient
 from trio_codex_shim.testing.fake_codex import Scenario, Turn, read_pids, write_fake_codex_launcher
 from trio_codex_shim.testing.fake_codex import read_invocations as read_invocations
+from trio_codex_shim.testing.mock_model import codex_settings
 
 TERMINAL = (p.Completion, p.DeliveryFailed)
 
@@ -23,6 +24,14 @@ class FakeSetup(msgspec.Struct, frozen=True):
 
     workspace: Path
     scenario: Path
+    options: ClientOptions
+
+
+class RealSetup(msgspec.Struct, frozen=True):
+    """A workspace, the real CLI's ``CODEX_HOME``, and the options to start a shim."""
+
+    workspace: Path
+    codex_home: Path
     options: ClientOptions
 
 
@@ -77,3 +86,61 @@ async def until(predicate: Callable[[], bool], timeout_secs: float = 20.0) -> No
     with trio.fail_after(timeout_secs):
         while not predicate():  # noqa: ASYNC110 - the fact is outside Trio's reach
             await trio.sleep(0.05)
+
+
+def real_shim(
+    tmp: Path, codex_bin: Path, base_url: str, *args: str, log_name: str = "shim.log"
+) -> RealSetup:
+    """A shim running the real Codex CLI against the mock model at ``base_url``.
+
+    Codex gets an isolated ``CODEX_HOME`` in ``tmp`` and a workspace that is
+    not a git repository (hence ``--skip-git-repo-check``).
+    """
+    workspace = tmp / "work"
+    workspace.mkdir(exist_ok=True)
+    home = tmp / "codex-home"
+    home.mkdir(exist_ok=True)
+    settings = codex_settings(base_url, home)
+    config = settings.config_args[1::2]  # the values after each "-c"
+    options = ClientOptions(
+        args=(
+            "--codex",
+            str(codex_bin),
+            "--cwd",
+            str(workspace),
+            "--codex-arg=--skip-git-repo-check",
+            *(arg for value in config for arg in ("--codex-config", value)),
+            "--log-level",
+            "debug",
+            "--stop-grace",
+            "1",
+            *args,
+        ),
+        env=settings.environ(),
+        log_path=tmp / log_name,
+        ready_timeout_secs=20.0,
+    )
+    return RealSetup(workspace, home, options)
+
+
+def processes_with(needle: str) -> list[int]:
+    """Live processes whose command line contains ``needle``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle.encode() in cmdline.replace(b"\0", b" ") and process_tree.is_alive(
+            int(entry.name)
+        ):
+            found.append(int(entry.name))
+    return found
+
+
+async def events_so_far(shim: ShimClient, sub: EventSubscription) -> list[p.AnyEvent]:
+    """Every event ``sub`` has seen up to now: a Ping's Pong follows them all."""
+    await shim.ping()
+    return sub.drain()

@@ -272,6 +272,12 @@ class EventSubscription:
         await trio.lowlevel.checkpoint()
         return self._buffer.popleft()
 
+    def drain(self) -> list[p.AnyEvent]:
+        """Every event buffered now, oldest first, without waiting."""
+        events = list(self._buffer)
+        self._buffer.clear()
+        return events
+
     async def receive(self, timeout_secs: float) -> p.AnyEvent:
         """The next event; :class:`trio.TooSlowError` after ``timeout_secs`` seconds,
         :class:`ShimGone` once the connection closed and the buffer is empty."""
@@ -308,7 +314,8 @@ class ShimClient:
         self.process: Final = process
         """The shim process, when this client started it."""
         self._send_lock = trio.StrictFIFOLock()
-        self._write_failed = False
+        self._cannot_write: str | None = None
+        """Why no more frames can be written (a failed write, or EOF sent)."""
         self._ready = trio.Event()
         self._closed = trio.Event()
         self._close_reason: str | None = None
@@ -465,12 +472,29 @@ class ShimClient:
             self.stop_requested = True
         await self._write(frame(p.encode(cmd)))
 
-    async def send_raw(self, data: bytes) -> None:
+    async def send_raw(
+        self,
+        data: bytes,
+        *,
+        answered_by: type[p.Pong] | type[p.State] | type[p.ScreenCapture] | None = None,
+    ) -> None:
         """Write ``data`` unframed and unchecked (fuzzing: garbage, bad lengths).
 
-        After bytes that break the framing the shim closes the connection.
+        When ``data`` is a Ping, GetState or CaptureScreen, name its answer in
+        ``answered_by`` so it is matched (and dropped) in order instead of
+        answering a later call.  After bytes that break the framing the shim
+        closes the connection.
         """
-        await self._write(data)
+
+        def register() -> None:
+            if answered_by is p.Pong:
+                self._pongs.append(_Reply())
+            elif answered_by is p.State:
+                self._states.append(_Reply())
+            elif answered_by is p.ScreenCapture:
+                self._captures.append(_Reply())
+
+        await self._write(data, register)
 
     async def send_eof(self) -> None:
         """Close the sending half: no more commands.  The shim takes this as its
@@ -481,10 +505,13 @@ class ShimClient:
         told nothing).
         """
         async with self._send_lock:
+            if self._cannot_write is not None:
+                raise ShimGone(self._cannot_write)
             if self.closed:
                 raise ShimGone(self._close_reason or "connection closed")
             if not isinstance(self._stream, trio.abc.HalfCloseableStream):
                 raise ShimGone("this stream cannot be half-closed")
+            self._cannot_write = "end of stream sent: no more commands"
             with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
                 await self._stream.send_eof()
 
@@ -523,10 +550,12 @@ class ShimClient:
         half-written; it is bounded by the send timeout instead, after which
         the connection is closed (the peer cannot be trusted to resync).
         ``even_if_closed`` writes after the reader has stopped (a cancelled
-        client still owes its shim a Kill) unless a write already failed.
+        client still owes its shim a Kill), unless writing is over already.
         """
         async with self._send_lock:
-            if self._write_failed or (self.closed and not even_if_closed):
+            if self._cannot_write is not None:
+                raise ShimGone(self._cannot_write)
+            if self.closed and not even_if_closed:
                 raise ShimGone(self._close_reason or "connection closed")
             if register is not None:
                 register()
@@ -535,13 +564,14 @@ class ShimClient:
                     with trio.move_on_after(self._send_timeout) as scope:
                         await self._stream.send_all(data)
                 except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                    self._write_failed = True
-                    self._close(f"cannot write to the shim: {exc!r}")
-                    raise ShimGone(self._close_reason or "connection closed") from exc
+                    # The shim stopped reading; what it sent before still
+                    # arrives, so the reader runs on until the end of stream.
+                    self._cannot_write = f"cannot write to the shim: {exc!r}"
+                    raise ShimGone(self._cannot_write) from exc
             if scope.cancelled_caught:
-                self._write_failed = True
-                self._close(f"the shim read nothing for {self._send_timeout:g}s")
-                raise ShimGone(self._close_reason or "connection closed")
+                self._cannot_write = f"the shim read nothing for {self._send_timeout:g}s"
+                self._close(self._cannot_write)  # a stuck peer: stop waiting for it
+                raise ShimGone(self._cannot_write)
 
     # -- reading ----------------------------------------------------------------
 
