@@ -20,6 +20,7 @@ import trio
 
 from trio_codex_shim import protocol as p
 from trio_codex_shim.client import ClientOptions, ShimClient, open_shim
+from trio_codex_shim.testing.fake_codex import Emit as FakeEmit
 from trio_codex_shim.testing.fake_codex import (
     Scenario,
     Usage,
@@ -27,7 +28,6 @@ from trio_codex_shim.testing.fake_codex import (
     command_execution_event,
     write_fake_codex_launcher,
 )
-from trio_codex_shim.testing.fake_codex import Emit as FakeEmit
 from trio_codex_shim.testing.mock_model import Reply, codex_settings, open_mock_model
 
 REPO = Path(__file__).resolve().parent.parent
