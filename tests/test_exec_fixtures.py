@@ -130,7 +130,7 @@ def test_resume_keeps_the_thread_id() -> None:
 
 
 def test_usage_limit_retry_time_is_parsed() -> None:
-    utc = dt.timezone.utc
+    utc = dt.UTC
     now = dt.datetime(2026, 11, 25, 23, 0, tzinfo=utc)
     _, today = _translate("usage_limit_plus_today", now=now)
     _, other = _translate("usage_limit_plus_other_day", now=now)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import trio
+from shim_helpers import until
 
 from trio_codex_shim import process_tree
 
@@ -21,9 +21,7 @@ ESCAPE = (
 
 
 async def _start_escapee() -> int:
-    result = await trio.run_process(
-        [sys.executable, "-c", ESCAPE], capture_stdout=True, check=True
-    )
+    result = await trio.run_process([sys.executable, "-c", ESCAPE], capture_stdout=True, check=True)
     return int(result.stdout)
 
 
@@ -36,30 +34,38 @@ async def test_escaped_grandchild_is_reparented_to_us_and_stopped() -> None:
         stopped = await process_tree.terminate_descendants(1.0)
     assert pid in stopped
     assert not process_tree.is_alive(pid)
-    assert not Path(f"/proc/{pid}").exists()  # reaped, not a zombie
+    assert not _exists(pid)  # reaped, not a zombie
 
 
 async def test_term_ignoring_process_is_killed_after_the_grace() -> None:
     assert process_tree.enable_subreaper()
-    script = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(300)\n"
-    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
-    try:
-        with trio.fail_after(20):
+    script = (
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(300)\n"
+    )
+    with trio.fail_after(20):
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-c", script], start_new_session=True, stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None
+        assert await proc.stdout.receive_some() == b"ready\n"  # TERM is ignored from here
+        with process_tree.owned(proc.pid):
             await process_tree.terminate_descendants(0.2)
-        assert not process_tree.is_alive(proc.pid)
-    finally:
-        proc.kill()
-        proc.wait()
+            assert not process_tree.is_alive(proc.pid)
+            assert await proc.wait() == -9
 
 
 async def test_reaper_leaves_owned_pids_to_their_owner() -> None:
     with trio.fail_after(20):
         proc = await trio.lowlevel.open_process([sys.executable, "-c", "raise SystemExit(7)"])
         with process_tree.owned(proc.pid):
-            while process_tree.is_alive(proc.pid):
-                await trio.sleep(0.01)
+            await until(lambda: not process_tree.is_alive(proc.pid))
             process_tree.reap_orphans()
             assert await proc.wait() == 7  # the exit status was not stolen
+
+
+def _exists(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")
 
 
 def test_descendants_of_a_missing_pid_is_empty() -> None:

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import trio
 
+from .codex.app_server_backend import AppServerBackend
+from .codex.backend import Backend
 from .codex.exec_backend import ExecBackend
 from .codex.launcher import ResolvedCodex, resolve_codex
 from .core.machine import EXIT_TRANSPORT
-from .options import Sandbox, ShimOptions
+from .options import BackendKind, OnBusy, Sandbox, ShimOptions
 from .service import serve
 from .transcript import Transcript
 from .transport import (
@@ -114,6 +116,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="passed to Codex as -c KEY=VALUE (repeatable)",
     )
     agent.add_argument(
+        "--backend",
+        type=BackendKind,
+        choices=list(BackendKind),
+        default=BackendKind.EXEC,
+        help="exec (default): one `codex exec` per message; app-server: one persistent "
+        "`codex app-server` for the shim's life",
+    )
+    agent.add_argument(
+        "--on-busy",
+        type=OnBusy,
+        choices=list(OnBusy),
+        default=OnBusy.QUEUE,
+        help="a message arriving during a turn: queue (default) it, or steer it into the "
+        "running turn (needs --backend app-server)",
+    )
+    agent.add_argument(
         "--env-drop",
         action="append",
         default=[],
@@ -184,6 +202,8 @@ def parse(argv: Sequence[str]) -> tuple[ShimOptions, Transport, str]:
     ns = parser.parse_args(args)
     if ns.agent_type is not None and ns.agent_type != "codex":
         parser.error(f"--agent-type {ns.agent_type}: this shim only runs codex")
+    if ns.on_busy is OnBusy.STEER and ns.backend is not BackendKind.APP_SERVER:
+        parser.error("--on-busy steer needs --backend app-server (codex exec cannot steer)")
     program = ns.codex
     if program is None and ns.cmd:
         words = shlex.split(ns.cmd)
@@ -203,6 +223,8 @@ def parse(argv: Sequence[str]) -> tuple[ShimOptions, Transport, str]:
         model=ns.model,
         reasoning_effort=ns.reasoning_effort or None,
         sandbox=ns.sandbox,
+        backend=ns.backend,
+        on_busy=ns.on_busy,
         codex_args=tuple(ns.codex_arg),
         codex_config=tuple(ns.codex_config),
         queue_depth=ns.queue_depth,
@@ -235,7 +257,11 @@ async def run(options: ShimOptions, transport: Transport) -> int:
     codex = resolve_codex(options.codex) if options.native_codex else ResolvedCodex(options.codex)
     if codex.native:
         log.info("running the native Codex binary %s behind %s", codex.program, options.codex)
-    backend = ExecBackend(options, codex, transcript)
+    backend: Backend
+    if options.backend is BackendKind.APP_SERVER:
+        backend = AppServerBackend(options, codex, transcript)
+    else:
+        backend = ExecBackend(options, codex, transcript)
     try:
         async with open_transport(transport) as stream:
             return await serve(stream, options, backend, handle_signals=True)

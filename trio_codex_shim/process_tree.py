@@ -18,7 +18,7 @@ import errno
 import logging
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
@@ -118,25 +118,34 @@ def _signal_all(pids: list[int], sig: signal.Signals) -> None:
                 log.warning("could not send %s to pid %d: %s", sig.name, pid, exc)
 
 
-async def terminate_descendants(grace_secs: float, *, kill_rounds: int = 20) -> list[int]:
+async def terminate_descendants(
+    grace_secs: float, *, kill_rounds: int = 20, exclude: Collection[int] = ()
+) -> list[int]:
     """Stop every descendant: TERM, up to ``grace_secs`` to exit, then KILL; reap.
 
     Returns the pids that were signalled.  New processes forked while this
     runs are caught by the repeated KILL rounds.  Bounded: at most
-    ``grace_secs`` plus ``kill_rounds`` short polls.
+    ``grace_secs`` plus ``kill_rounds`` short polls.  Pids in ``exclude`` are
+    never signalled (their descendants still are): a persistent Codex server
+    survives the stop of the turn it ran.
     """
-    targets = descendants()
+    spared = frozenset(exclude)
+
+    def targets_now() -> list[int]:
+        return [pid for pid in descendants() if pid not in spared]
+
+    targets = targets_now()
     if not targets:
         return []
     log.info("stopping %d process(es): %s", len(targets), targets)
     _signal_all(targets, signal.SIGTERM)
     with trio.move_on_after(grace_secs):
-        while any(is_alive(pid) for pid in descendants()):
+        while any(is_alive(pid) for pid in targets_now()):
             reap_orphans()
             await trio.sleep(_POLL_SECS)
     signalled = list(targets)
     for _ in range(kill_rounds):
-        alive = [pid for pid in descendants() if is_alive(pid)]
+        alive = [pid for pid in targets_now() if is_alive(pid)]
         if not alive:
             break
         signalled.extend(pid for pid in alive if pid not in signalled)

@@ -19,12 +19,12 @@ from typing import Final
 import trio
 
 from . import process_tree
-from .codex.backend import Backend
+from .codex.backend import Backend, SteerableBackend
 from .codex.events import CodexEvent, TurnOutcome
-from .core.actions import Exit, StartTurn, StopTurn
+from .core.actions import Exit, StartTurn, SteerTurn, StopTurn
 from .core.machine import EXIT_TRANSPORT, CoreConfig, Output, ShimCore
 from .framing import FrameError, FrameReader
-from .options import ShimOptions
+from .options import OnBusy, ShimOptions
 from .outbox import Outbox, PeerStuck
 from .preserve import preserve_work
 from .protocol import BadMessage, Event, decode_command
@@ -55,6 +55,7 @@ def core_config(options: ShimOptions) -> CoreConfig:
         preserve_work=options.preserve_work,
         turn_timeout_secs=options.turn_timeout_secs,
         stop_grace_secs=options.stop_grace_secs,
+        on_busy="steer" if options.on_busy is OnBusy.STEER else "queue",
     )
 
 
@@ -68,6 +69,8 @@ class _Service:
         self.turn_send, self.turn_recv = trio.open_memory_channel[StartTurn](1)
         self.turn_scope: tuple[int, trio.CancelScope] | None = None
         self.pending_stops: dict[int, float] = {}
+        self.turn_nursery: tuple[int, trio.Nursery] | None = None
+        self.pending_steers: list[SteerTurn] = []
         self.exit: Exit | None = None
         self.exit_event = trio.Event()
         self.last_activity = 0.0
@@ -83,6 +86,8 @@ class _Service:
                 self.turn_send.send_nowait(out)
             elif isinstance(out, StopTurn):
                 self._stop_turn(out)
+            elif isinstance(out, SteerTurn):
+                self._steer_turn(out)
             else:
                 self.exit = out
                 self.exit_event.set()
@@ -94,6 +99,25 @@ class _Service:
             scope.deadline = min(scope.deadline, deadline)
         else:
             self.pending_stops[stop.turn_id] = deadline
+
+    def _steer_turn(self, steer: SteerTurn) -> None:
+        if self.turn_nursery is not None and self.turn_nursery[0] == steer.turn_id:
+            self.turn_nursery[1].start_soon(self._run_steer, steer)
+        else:  # the turn has not reached the executor yet
+            self.pending_steers.append(steer)
+
+    async def _run_steer(self, steer: SteerTurn) -> None:
+        """Ask the backend to steer; the core hears the answer before the turn's end.
+
+        Shielded so the turn's nursery waits for it; the backend bounds it.
+        """
+        backend = self.backend
+        with trio.CancelScope(shield=True):
+            if isinstance(backend, SteerableBackend):
+                error = await backend.steer_turn(steer.turn_id, steer.prompt)
+            else:
+                error = "this backend cannot steer a running turn"
+        self.dispatch(self.core.steered(steer.steer_id, error))
 
     # -- tasks ------------------------------------------------------------------
 
@@ -164,12 +188,21 @@ class _Service:
 
         try:
             async with trio.open_nursery() as nursery:
+                self.turn_nursery = (turn.turn_id, nursery)
+                steers, self.pending_steers = self.pending_steers, []
+                for steer in steers:
+                    if steer.turn_id == turn.turn_id:
+                        nursery.start_soon(self._run_steer, steer)
+                    else:  # its turn is over and the core has queued the message
+                        self.dispatch(self.core.steered(steer.steer_id, "the turn is over"))
                 if self.options.stall_warn_secs:
                     nursery.start_soon(self._warn_on_stall, turn.turn_id)
                 outcome = await self.backend.run_turn(turn, sink, scope)
+                self.turn_nursery = None
                 nursery.cancel_scope.cancel()
         finally:
             self.turn_scope = None
+            self.turn_nursery = None
         return outcome
 
     async def _warn_on_stall(self, turn_id: int) -> None:

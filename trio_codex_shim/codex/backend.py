@@ -8,7 +8,7 @@ keeps one ``codex app-server`` alive.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import trio
 
@@ -37,4 +37,14 @@ class Backend(Protocol):
         process the turn started and returns ``TurnOutcome(stopped=True)``.
         This never returns while a process of the turn is still unaccounted for.
         """
+        ...
+
+
+@runtime_checkable
+class SteerableBackend(Protocol):
+    """A backend that can add a message to the turn it is running (``--on-busy steer``)."""
+
+    async def steer_turn(self, turn_id: int, prompt: str) -> str | None:
+        """Add ``prompt`` to running turn ``turn_id``: ``None`` when Codex took it,
+        else why not.  Bounded in time; never raises for a refusal."""
         ...

@@ -132,7 +132,9 @@ then ``agentMessage`` item, ``thread/tokenUsage/updated`` (``total`` per
 thread, ``last`` for this turn) and ``turn/completed``; or for ``fail`` an
 ``error`` notification and ``turn/completed`` with status ``failed`` and
 ``codex_error_info`` as ``codexErrorInfo``; or after ``turn/interrupt``
-(which ends ``sleep``/``hang`` steps) status ``interrupted``. A turn whose
+(which ends ``sleep``/``hang`` steps, unless the turn has
+``ignore_interrupt``: then it is answered and the turn runs on, like a hung
+server) status ``interrupted``. A turn whose
 notifications already contain ``turn/completed`` gets no second one. With
 ``exit_code`` set the server exits with it after the turn. Every request and
 every client response is recorded. Limits: one turn at a time per server
@@ -442,6 +444,8 @@ class Turn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaul
     exit_code: int | None = None
     resume_unknown: bool = False
     app_server_notifications: list[Any] = []
+    ignore_interrupt: bool = False
+    """app-server only: ``turn/interrupt`` is answered but the turn runs on (a hung server)."""
 
     def __post_init__(self) -> None:
         if self.answer is not None and self.fail is not None:
@@ -1336,9 +1340,10 @@ def _main_exec(argv: list[str], parsed: _Args, scenario: Scenario, files: Scenar
 
 
 class _ActiveTurn:
-    def __init__(self, turn_id: str, thread_id: str) -> None:
+    def __init__(self, turn_id: str, thread_id: str, ignore_interrupt: bool = False) -> None:
         self.turn_id = turn_id
         self.thread_id = thread_id
+        self.ignore_interrupt = ignore_interrupt
         self.interrupted = threading.Event()
 
 
@@ -1504,7 +1509,8 @@ class _AppServer:
                     return {"turnId": active.turn_id}
                 # Answer before the turn can report `interrupted`.
                 self.send({"id": request_id, "result": {}})
-                active.interrupted.set()
+                if not active.ignore_interrupt:
+                    active.interrupted.set()
                 return None
         raise _JsonRpcError(f"Invalid request: unknown variant `{method}`")
 
@@ -1540,7 +1546,7 @@ class _AppServer:
                 total = lk.touch_thread(thread_id, usage)
                 lk.append(rec)
             turn_id = _fake_id(0x9000, index)
-            active = self.active = _ActiveTurn(turn_id, thread_id)
+            active = self.active = _ActiveTurn(turn_id, thread_id, turn.ignore_interrupt)
             self.send({"id": request_id, "result": {"turn": self.turn_info(turn_id, "inProgress")}})
         worker = threading.Thread(
             target=self.run_turn,
