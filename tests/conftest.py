@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from trio_codex_shim.testing.hypothesis_profiles import load_profile
+
+load_profile()  # TRIO_CODEX_SHIM_FUZZ_PROFILE: "ci" (default) or "long" (nox -s fuzz)
+
 REPO = Path(__file__).resolve().parent.parent
 PINNED_CODEX = REPO / ".codex-cli" / "node_modules" / ".bin" / "codex"
 
@@ -24,10 +28,7 @@ def codex_bin() -> Path:
     """The real CLI; skipped where absent, a failure under CI (``CI=true``)."""
     found = find_codex()
     if found is None:
-        reason = (
-            "the pinned Codex CLI is not installed: run `nox -s install_codex` "
-            "or set CODEX_BIN"
-        )
+        reason = "the pinned Codex CLI is not installed: run `./run install_codex` or set CODEX_BIN"
         if os.environ.get("CI") == "true":
             pytest.fail(reason + " (required under CI)")
         pytest.skip(reason)

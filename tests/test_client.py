@@ -95,7 +95,7 @@ async def test_typed_calls_round_trip(tmp_path: Path) -> None:
                 assert capture.content == "two\nthree"
                 await shim.resize(50, 220)
                 assert await shim.ping() >= 0
-                got = [events._buffer.popleft() for _ in range(len(events._buffer))]
+                got = events.drain()
             assert [type(e).__name__ for e in got] == [
                 "Pong",
                 "StateChanged",
@@ -263,6 +263,8 @@ async def test_send_eof_lets_the_running_turn_finish(tmp_path: Path) -> None:
         async with open_shim(options(tmp_path, answer_turn("late", steps=[Sleep(0.2)]))) as shim:
             outcome = await shim.send("work")
             await shim.send_eof()
+            with pytest.raises(ShimGone, match="end of stream sent"):
+                await shim.ping()
             result = await outcome.wait(LIMIT)
             await shim.wait_closed(LIMIT)
             assert shim.process is not None
@@ -466,3 +468,20 @@ async def test_a_normal_exit_asks_a_connected_shim_to_shut_down() -> None:
     assert received == [p.Shutdown(timeout_secs=7)]
     assert shim.stop_requested
     assert shim.closed
+
+
+async def test_a_raw_command_can_claim_its_answer() -> None:
+    client_end, peer_end = trio.testing.memory_stream_pair()
+    count = 0
+
+    def answer(cmd: p.AnyCommand) -> list[bytes]:
+        nonlocal count
+        count += 1
+        return [event(p.State(state=p.ShimState.IDLE, since_secs=count))]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(scripted_peer, peer_end, answer)
+        async with connect_shim(client_end, shutdown_timeout_secs=None) as shim:
+            await shim.send_raw(frame(p.encode(p.GetState())), answered_by=p.State)
+            assert (await shim.get_state(5)).since_secs == 2
+        nursery.cancel_scope.cancel()

@@ -283,7 +283,12 @@ def configure_logging(shim_id: str, level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of ``trio-codex-shim``."""
-    options, transport, level = parse(sys.argv[1:] if argv is None else argv)
+    """Entry point of ``trio-codex-shim`` (``trio-codex-shim schema`` prints the JSON Schema)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["schema"]:
+        from .schema import main as schema_main
+
+        sys.exit(schema_main(args[1:]))
+    options, transport, level = parse(args)
     configure_logging(options.shim_id, level)
     sys.exit(trio.run(run, options, transport))
