@@ -34,6 +34,9 @@ EXIT_OK: Final = 0
 EXIT_TRANSPORT: Final = 3
 """Exit code when the stream broke: lost sync, a truncated frame, a stuck peer."""
 
+MAX_SHUTDOWN_SECS: Final = 2**64 - 1
+"""Longest ``Shutdown.timeout_secs`` honoured (serde's ``u64``); larger ones are cut to it."""
+
 QUOTA_FALLBACK_SECS: Final = 900
 """How long messages are refused after a usage limit whose retry time Codex did not say."""
 
@@ -193,7 +196,9 @@ class ShimCore:
             case p.Ping():
                 out.append(p.Pong())
             case p.Shutdown(timeout_secs=timeout):
-                self._stop_everything(out, EXIT_OK, "shim shutting down", float(timeout))
+                # msgspec decodes any integer; one past float's range is still "forever".
+                grace = float(min(timeout, MAX_SHUTDOWN_SECS))
+                self._stop_everything(out, EXIT_OK, "shim shutting down", grace)
             case p.Kill():
                 self._stop_everything(out, EXIT_OK, "shim killed", 0.0)
         return out
@@ -354,19 +359,21 @@ class ShimCore:
             if self.config.on_busy == "steer" and self._turn is not None:
                 self._steer(out, self._turn, msg)
                 return
-            dropped = self._queue.push(msg)
-            if dropped is not None:
-                self._refuse(
-                    out,
-                    dropped,
-                    f"message queue full ({self._queue.capacity}), dropped oldest message",
-                    seed_error=False,
-                )
-            out.append(
-                p.Warning(message=f"message queued while agent working (depth: {self.queued})")
-            )
+            self._enqueue(out, msg, "message queued while agent working")
         else:
             self._refuse(out, msg, f"agent in {self._state} state, cannot accept message")
+
+    def _enqueue(self, out: list[Output], msg: _Message, note: str) -> None:
+        """Queue ``msg`` (the oldest queued message makes room) and say the depth."""
+        dropped = self._queue.push(msg)
+        if dropped is not None:
+            self._refuse(
+                out,
+                dropped,
+                f"message queue full ({self._queue.capacity}), dropped oldest message",
+                seed_error=False,
+            )
+        out.append(p.Warning(message=f"{note} (depth: {self.queued})"))
 
     def _refuse(
         self, out: list[Output], msg: _Message, reason: str, *, seed_error: bool = True
@@ -406,20 +413,7 @@ class ShimCore:
         if self._closing is not None:
             self._refuse(out, msg, "shim is shutting down, message dropped", seed_error=False)
             return
-        dropped = self._queue.push(msg)
-        if dropped is not None:
-            self._refuse(
-                out,
-                dropped,
-                f"message queue full ({self._queue.capacity}), dropped oldest message",
-                seed_error=False,
-            )
-        out.append(
-            p.Warning(
-                message=f"could not steer the running turn ({why}); message queued "
-                f"(depth: {self.queued})"
-            )
-        )
+        self._enqueue(out, msg, f"could not steer the running turn ({why}); message queued")
         if self._turn is None and self._state is p.ShimState.IDLE:
             self._start_next(out)
 
