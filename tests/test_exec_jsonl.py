@@ -330,3 +330,57 @@ def test_arbitrary_bytes_never_raise(lines: list[bytes]) -> None:
         tr.feed(line)
     assert tr.json_lines + tr.bad_lines <= len(lines)
     tr.finish(1, "")
+
+
+# ---------------------------------------------------------------------------
+# The relay's bulk path: a block of lines gives what its lines give one by one
+# ---------------------------------------------------------------------------
+
+_BLOCK_LINES = st.sampled_from(
+    [
+        *TRANSCRIPT,
+        b'{"type":"error","message":"stream error: reconnecting 1/5"}',
+        b'{"type":"turn.failed","error":{"message":"You\'ve hit your usage limit."}}',
+        b'{"type":"thread.started","thread_id":"-not-an-id"}',
+        b"",
+        b"   ",
+        b"\r",
+        b"not json",
+        b"{",
+        b"42",
+        b'{"type":5}',
+        b"\xff\xfe",
+        b'{"type":"turn.completed",',  # one value broken across two lines...
+        b'"usage":{"input_tokens":5}}',  # ...is two bad lines, not one event
+    ]
+) | st.binary(max_size=30).filter(lambda b: b"\n" not in b and b"{" not in b)
+
+
+@given(st.lists(_BLOCK_LINES, min_size=1, max_size=25))
+def test_a_block_gives_what_its_lines_give(lines: list[bytes]) -> None:
+    one_by_one = ExecTranslator(resuming=THREAD, now=NOW)
+    expected = [event for line in lines for event in one_by_one.feed(line)]
+    bulk = ExecTranslator(resuming=THREAD, now=NOW)
+    assert bulk.feed_block(b"\n".join(lines)) == expected
+    assert (bulk.json_lines, bulk.bad_lines, bulk.completed, bulk.failed) == (
+        one_by_one.json_lines,
+        one_by_one.bad_lines,
+        one_by_one.completed,
+        one_by_one.failed,
+    )
+    assert bulk.finish(1, "no rollout found") == one_by_one.finish(1, "no rollout found")
+
+
+def test_a_whole_turn_as_one_block() -> None:
+    tr = ExecTranslator(resuming=None, now=NOW)
+    assert tr.feed_block(b"\n".join(TRANSCRIPT)) == feed_all(
+        ExecTranslator(resuming=None, now=NOW), TRANSCRIPT
+    )
+    assert (tr.json_lines, tr.bad_lines, tr.completed) == (len(TRANSCRIPT), 0, True)
+
+
+def test_garbage_in_a_block_is_counted_line_by_line() -> None:
+    tr = ExecTranslator(resuming=None)
+    block = b"\n".join([TRANSCRIPT[0], b"not json", b"", TRANSCRIPT[-2]])
+    assert tr.feed_block(block) == [ThreadStarted(THREAD), AgentMessage("Done")]
+    assert (tr.json_lines, tr.bad_lines) == (2, 1)

@@ -248,3 +248,70 @@ async def test_huge_length_is_refused() -> None:
     await left.send_all(b"\xff\xff\xff\xff")
     with pytest.raises(FrameError):
         await reader.receive()
+
+
+# ---------------------------------------------------------------------------
+# receive_many: every buffered frame in one call
+# ---------------------------------------------------------------------------
+
+
+async def _read_all_many(reader: FrameReader) -> list[list[bytes]]:
+    batches: list[list[bytes]] = []
+    while batch := await reader.receive_many():
+        batches.append(batch)
+    return batches
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pair=st.sampled_from(sorted(PAIRS)),
+    payloads=st.lists(st.binary(max_size=300), max_size=12),
+    cuts=st.lists(st.integers(0, 4000), max_size=40),
+)
+def test_receive_many_gives_every_frame_in_order(
+    pair: str, payloads: list[bytes], cuts: list[int]
+) -> None:
+    batches: list[list[bytes]] = []
+
+    async def go() -> None:
+        left, right = PAIRS[pair]()
+        data = b"".join(frame(pl) for pl in payloads)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_send_chunked, left, data, cuts)
+            batches.extend(await _read_all_many(FrameReader(right)))
+
+    _run(go)
+    assert all(batches)
+    assert [pl for batch in batches for pl in batch] == payloads
+
+
+async def test_pipelined_frames_come_in_one_batch() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    payloads = [b"one", b"", b"three" * 100]
+    await left.send_all(b"".join(map(frame, payloads)))
+    assert await FrameReader(right).receive_many() == payloads
+
+
+async def test_receive_many_hands_out_good_frames_before_the_error() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    reader = FrameReader(right, max_bytes=8)
+    await left.send_all(frame(b"a", 8) + frame(b"b", 8) + _header(9) + b"123456789")
+    assert await reader.receive_many() == [b"a", b"b"]
+    with pytest.raises(FrameError, match="exceeds"):
+        await reader.receive_many()
+
+
+async def test_receive_many_at_the_end_is_empty_or_a_frame_error() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    reader = FrameReader(right)
+    await left.send_all(frame(b"last"))
+    await left.aclose()
+    assert await reader.receive_many() == [b"last"]
+    assert await reader.receive_many() == []
+
+    left, right = trio.testing.memory_stream_pair()
+    reader = FrameReader(right)
+    await left.send_all(frame(b"last")[:-1])
+    await left.aclose()
+    with pytest.raises(FrameError, match="ended inside a frame"):
+        await reader.receive_many()

@@ -91,3 +91,25 @@ def test_exactly_the_cap_is_kept(cap: int) -> None:
     line = b"q" * cap
     assert s.feed(line + b"\n" + line + b"q\n") == [line]
     assert s.skipped == 1
+
+
+@settings(max_examples=400)
+@given(data=DATA, cuts=st.lists(st.integers(0, 10_000), max_size=30), cap=st.integers(0, 20))
+def test_blocks_hold_the_complete_lines(data: bytes, cuts: list[int], cap: int) -> None:
+    splitter = LineSplitter(cap)
+    blocks = [splitter.feed_block(chunk) for chunk in split_at(data, cuts)]
+
+    *complete, tail = data.split(b"\n")
+    assert [line for b in blocks if b is not None for line in b.split(b"\n")] == [
+        line for line in complete if len(line) <= cap
+    ]
+    over = sum(len(line) > cap for line in complete) + (len(tail) > cap)
+    assert splitter.skipped == over
+
+
+def test_a_chunk_without_a_newline_completes_no_block() -> None:
+    s = LineSplitter(100)
+    assert s.feed_block(b"abc") is None
+    assert s.feed_block(b"def\n") == b"abcdef"
+    assert s.feed_block(b"\n") == b""  # one empty line
+    assert s.feed_block(b"x\ny\nz") == b"x\ny"

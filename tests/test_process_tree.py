@@ -48,7 +48,10 @@ async def test_term_ignoring_process_is_killed_after_the_grace() -> None:
             [sys.executable, "-c", script], start_new_session=True, stdout=subprocess.PIPE
         )
         assert proc.stdout is not None
-        assert await proc.stdout.receive_some() == b"ready\n"  # TERM is ignored from here
+        said = b""
+        while not said.endswith(b"\n"):
+            said += await proc.stdout.receive_some()
+        assert said == b"ready\n"  # TERM is ignored from here on
         with process_tree.owned(proc.pid):
             await process_tree.terminate_descendants(0.2)
             assert not process_tree.is_alive(proc.pid)

@@ -34,14 +34,24 @@ class FrameReader:
     """Reads whole frames from a stream, buffering partial ones.
 
     Reads in large chunks and hands out every frame a chunk holds, so
-    pipelined frames cost one ``receive_some`` for many frames.
+    pipelined frames cost one ``receive_some`` for many frames (and one call
+    with :meth:`receive_many`).  The buffer is ``bytes``, so a payload is one
+    slice of it; the chunks of a frame longer than one read are set aside and
+    joined once, when the frame is complete.  Cancelling a receive loses
+    nothing: every chunk read is kept.
     """
 
     def __init__(self, stream: trio.abc.ReceiveStream, max_bytes: int = MAX_FRAME_BYTES) -> None:
         self._stream = stream
         self._max = max_bytes
-        self._buf = bytearray()
+        self._buf = b""
         self._pos = 0
+        """Where the next frame starts in ``_buf``."""
+        self._more: list[bytes | bytearray] = []
+        """Chunks read after ``_buf``, waiting until the frame they continue is whole."""
+        self._more_bytes = 0
+        self._missing = _HEADER.size
+        """Bytes the next frame lacks beyond ``_buf`` (a lower bound until its header is in)."""
 
     async def receive(self) -> bytes | None:
         """The next frame's payload, or ``None`` at a clean end of stream.
@@ -53,27 +63,62 @@ class FrameReader:
             payload = self._take()
             if payload is not None:
                 return payload
-            chunk = await self._stream.receive_some(_READ_CHUNK)
-            if not chunk:
-                pending = len(self._buf) - self._pos
-                if pending:
-                    raise FrameError(f"stream ended inside a frame ({pending} bytes pending)")
+            if not await self._read():
                 return None
-            if self._pos:
-                del self._buf[: self._pos]
-                self._pos = 0
-            self._buf += chunk
+
+    async def receive_many(self) -> list[bytes]:
+        """Every whole frame read so far, else the next to arrive; ``[]`` at a clean end.
+
+        Raises as :meth:`receive` does, but only once the frames before the
+        bad one have been handed out.
+        """
+        while True:
+            frames: list[bytes] = []
+            try:
+                while (payload := self._take()) is not None:
+                    frames.append(payload)
+            except FrameError:
+                if frames:
+                    return frames  # the same error comes on the next call
+                raise
+            if frames:
+                return frames
+            if not await self._read():
+                return []
+
+    async def _read(self) -> bool:
+        """Read one chunk; ``False`` at a clean end of stream."""
+        chunk = await self._stream.receive_some(_READ_CHUNK)
+        if not chunk:
+            pending = len(self._buf) - self._pos + self._more_bytes
+            if pending:
+                raise FrameError(f"stream ended inside a frame ({pending} bytes pending)")
+            return False
+        if self._pos == len(self._buf):  # everything was handed out: no copy
+            self._buf = bytes(chunk)
+            self._pos = 0
+            return True
+        self._more.append(chunk)
+        self._more_bytes += len(chunk)
+        if self._more_bytes >= self._missing:
+            self._buf = b"".join([self._buf[self._pos :], *self._more])
+            self._pos = 0
+            self._more.clear()
+            self._more_bytes = 0
+        return True
 
     def _take(self) -> bytes | None:
-        available = len(self._buf) - self._pos
-        if available < _HEADER.size:
+        buf = self._buf
+        start = self._pos + _HEADER.size
+        if start > len(buf):
+            self._missing = start - len(buf)
             return None
-        (length,) = _HEADER.unpack_from(self._buf, self._pos)
+        (length,) = _HEADER.unpack_from(buf, self._pos)
         if length > self._max:
             raise FrameError(f"frame length {length} exceeds the {self._max}-byte cap")
-        end = self._pos + _HEADER.size + length
-        if len(self._buf) < end:
+        end = start + length
+        if end > len(buf):
+            self._missing = end - len(buf)
             return None
-        payload = bytes(self._buf[self._pos + _HEADER.size : end])
         self._pos = end
-        return payload
+        return buf[start:end]

@@ -321,30 +321,130 @@ def encode(message: Command | Event) -> bytes:
     return _encoder.encode(message)
 
 
+MAX_TAG_CHARS: Final = 64
+"""A claimed tag longer than this is cut when an ``Error`` names it."""
+MAX_REASON_CHARS: Final = 1024
+"""A decoding error's text (which may quote the bad value) is cut to this."""
+
+
 def _claimed_tag(payload: bytes, tag_field: str) -> str:
     """The tag a frame claims, for naming it in an ``Error``; ``unknown`` if none."""
     try:
         raw = _fields_decoder.decode(payload).get(tag_field)
-        return "unknown" if raw is None else _str_decoder.decode(raw)
-    except msgspec.DecodeError:
+        return "unknown" if raw is None else _str_decoder.decode(raw)[:MAX_TAG_CHARS]
+    except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
         return "unknown"
 
 
+def _bad(tag: str, exc: Exception) -> BadMessage:
+    """A :class:`BadMessage` for any decoding failure, its text bounded.
+
+    Besides ``msgspec.DecodeError`` a decoder raises ``UnicodeDecodeError`` for
+    invalid UTF-8 inside a string and ``RecursionError`` for very deep nesting:
+    both are bad messages too, never a reason to stop reading.
+    """
+    if isinstance(exc, RecursionError):
+        reason = "JSON is malformed: nested too deeply"
+    elif isinstance(exc, msgspec.DecodeError):
+        reason = str(exc)
+    else:
+        reason = f"JSON is malformed: {exc}"
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[:MAX_REASON_CHARS] + "..."
+    return BadMessage(tag, reason)
+
+
 def decode_command(payload: bytes) -> AnyCommand:
-    """Decode one Command, or raise :class:`BadMessage` saying why not."""
+    """Decode one Command, or raise :class:`BadMessage` saying why not (never anything else)."""
     try:
         return _command_decoder.decode(payload)
     except msgspec.ValidationError as exc:
-        raise BadMessage(_claimed_tag(payload, "cmd"), str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise BadMessage("unknown", str(exc)) from None
+        raise _bad(_claimed_tag(payload, "cmd"), exc) from None
+    except (ValueError, RecursionError) as exc:
+        raise _bad("unknown", exc) from None
 
 
 def decode_event(payload: bytes) -> AnyEvent:
-    """Decode one Event, or raise :class:`BadMessage` saying why not."""
+    """Decode one Event, or raise :class:`BadMessage` saying why not (never anything else)."""
     try:
         return _event_decoder.decode(payload)
     except msgspec.ValidationError as exc:
-        raise BadMessage(_claimed_tag(payload, "event"), str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise BadMessage("unknown", str(exc)) from None
+        raise _bad(_claimed_tag(payload, "event"), exc) from None
+    except (ValueError, RecursionError) as exc:
+        raise _bad("unknown", exc) from None
+
+
+_NAMING_FIELDS: Final = frozenset({"id", "message_id"})
+"""Fields that name a message: cut only when nothing else is left to cut."""
+_CUT_MARK: Final = " [... cut to fit a frame ...] "
+
+
+def encode_event(event: Event, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
+    """``event`` as JSON of at most ``max_bytes``: over-long text is cut in the middle.
+
+    Codex's text (a response, a failure message) is bounded by the line cap,
+    not the frame cap, so an event can come out larger than a frame.  Its
+    text fields then share the room, each cut to its share with head and
+    tail kept around a marker; message ids are cut only when nothing else is
+    left.  The event is never dropped.
+    """
+    data = _encoder.encode(event)
+    if len(data) <= max_bytes:
+        return data
+    event = _share_room(event, max_bytes)
+    data = _encoder.encode(event)
+    while len(data) > max_bytes:  # escapes and multi-byte characters took more room
+        event = _cut_longest(event, len(data) - max_bytes)
+        data = _encoder.encode(event)
+    return data
+
+
+def _texts(event: Event) -> dict[str, str]:
+    return {
+        f.name: value
+        for f in msgspec.structs.fields(event)
+        if isinstance(value := getattr(event, f.name), str) and value
+    }
+
+
+def _cut(text: str, keep: int) -> str:
+    """``text`` cut to about ``keep`` characters: its head, the marker, its tail."""
+    if keep >= len(text):
+        return text
+    if keep <= 0:
+        return ""
+    return text[: keep - keep // 2] + _CUT_MARK + text[len(text) - keep // 2 :]
+
+
+def _json_len(text: str) -> int:
+    return len(_encoder.encode(text)) - 2  # without the quotes
+
+
+def _share_room(event: Event, max_bytes: int) -> Event:
+    """Cut the text fields (not the ids) so that each gets a fair share of the room."""
+    texts = {n: t for n, t in _texts(event).items() if n not in _NAMING_FIELDS}
+    if not texts:
+        return event
+    sizes = {name: _json_len(text) for name, text in texts.items()}
+    bare = _encoder.encode(msgspec.structs.replace(event, **dict.fromkeys(texts, "")))
+    room = max(0, max_bytes - len(bare) - len(texts) * len(_CUT_MARK))
+    keep: dict[str, str] = {}
+    for i, name in enumerate(sorted(texts, key=sizes.__getitem__)):
+        share = min(room // (len(texts) - i), sizes[name])
+        room -= share
+        text = texts[name]
+        keep[name] = _cut(text, share * len(text) // sizes[name])  # bytes to characters
+    return msgspec.structs.replace(event, **keep)
+
+
+def _cut_longest(event: Event, excess: int) -> Event:
+    texts = _texts(event)
+    if not texts:
+        raise ValueError(f"{type(event).__name__} cannot be cut to fit a frame")
+    others = [name for name in texts if name not in _NAMING_FIELDS]
+    name = max(others or texts, key=lambda n: len(texts[n]))
+    text = texts[name]
+    # Each character takes at least one byte of JSON, so cutting ``excess`` plus
+    # the marker's length in characters always frees ``excess`` bytes.
+    drop = excess + len(_CUT_MARK)
+    return msgspec.structs.replace(event, **{name: _cut(text, len(text) - drop)})

@@ -10,6 +10,7 @@ is gone.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import signal
@@ -126,7 +127,7 @@ class _Service:
         grace = self.options.eof_grace_secs
         while not self.core.exited:
             try:
-                payload = await reader.receive()
+                payloads = await reader.receive_many()
             except FrameError as exc:
                 log.error("closing the connection: %s", exc)
                 self.dispatch(self.core.bad_message(BadMessage("unknown", str(exc))))
@@ -136,19 +137,22 @@ class _Service:
                 log.error("connection lost: %r", exc)
                 self.dispatch(self.core.peer_lost(EXIT_TRANSPORT, grace))
                 return
-            if payload is None:
+            if not payloads:
                 log.info("orchestrator closed the stream")
                 self.dispatch(self.core.peer_lost(0, grace))
                 return
-            try:
-                command = decode_command(payload)
-            except BadMessage as exc:
-                log.warning("bad message: %s", exc)
-                self.dispatch(self.core.bad_message(exc))
-            else:
-                log.debug("command: %r", command)
-                self.dispatch(self.core.command(command))
-            await self.outbox.wait_for_room()
+            for payload in payloads:  # every frame one read brought, in order
+                try:
+                    command = decode_command(payload)
+                except BadMessage as exc:
+                    log.warning("bad message: %s", exc)
+                    self.dispatch(self.core.bad_message(exc))
+                else:
+                    log.debug("command: %r", command)
+                    self.dispatch(self.core.command(command))
+                if self.core.exited:
+                    return
+                await self.outbox.wait_for_room()
 
     async def write_events(self) -> None:
         try:
@@ -264,5 +268,12 @@ async def serve(
     try:
         return await service.run(handle_signals=handle_signals)
     finally:
-        with trio.CancelScope(shield=True), trio.move_on_after(_EXIT_STOP_BOUND):
+        # A second SIGTERM during the final sweep must not kill the shim before
+        # a TERM-ignoring descendant got its KILL: hold signals until done.
+        held = (
+            trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT)
+            if handle_signals
+            else contextlib.nullcontext()
+        )
+        with held, trio.CancelScope(shield=True), trio.move_on_after(_EXIT_STOP_BOUND):
             await process_tree.terminate_descendants(options.stop_grace_secs)

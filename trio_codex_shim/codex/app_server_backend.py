@@ -352,7 +352,7 @@ class AppServerBackend:
             return
         try:
             message = server.rpc.codec.decode(line)
-        except msgspec.DecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # DecodeError, bad UTF-8, deep nesting
             log.warning("skipping an app-server line that is not JSON-RPC (%s): %.200r", exc, line)
             return
         kind = message.kind

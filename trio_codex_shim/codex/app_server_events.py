@@ -183,7 +183,7 @@ class TurnTranslator:
             return []
         try:
             return self._feed(method, params)
-        except msgspec.DecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # DecodeError, bad UTF-8, deep nesting
             log.warning("ignoring a malformed %s notification: %s", method, exc)
             return []
 

@@ -315,7 +315,7 @@ class RpcConnection:
             raise RpcRemoteError(method, reply.error.code, reply.error.message)
         try:
             return decode_raw(reply.result, tp)
-        except msgspec.DecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # DecodeError, bad UTF-8, deep nesting
             raise RpcBadResult(f"{method}: unexpected result: {exc}") from None
 
     async def notify(self, method: str, params: object = None) -> None:

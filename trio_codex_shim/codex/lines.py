@@ -18,29 +18,39 @@ class LineSplitter:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """The lines ``chunk`` completes, without their newlines."""
-        parts = chunk.split(b"\n")
-        tail = parts.pop()  # the unfinished rest; empty when chunk ends in a newline
-        lines: list[bytes] = []
-        if parts:
-            first = parts[0]
-            if self._discarding:
-                self._discarding = False
-            elif self._partial:
-                self._partial += first
-                self._take(bytes(self._partial), lines)
-            else:
-                self._take(first, lines)
-            self._partial.clear()
-            for line in parts[1:]:
-                self._take(line, lines)
-        self._keep(tail)
-        return lines
+        block = self.feed_block(chunk)
+        return [] if block is None else block.split(b"\n")
 
-    def _take(self, line: bytes, lines: list[bytes]) -> None:
-        if len(line) > self._max:
-            self.skipped += 1
+    def feed_block(self, chunk: bytes) -> bytes | None:
+        """The lines ``chunk`` completes as one block, joined by ``\\n`` (no
+        final newline); ``None`` when it completes none.
+
+        Lines are checked against the cap one by one only when the block is
+        longer than the cap.
+        """
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            self._keep(chunk)
+            return None
+        head = memoryview(chunk)[:end]
+        block: bytes | None
+        if self._discarding:  # the first line is the end of one already skipped
+            self._discarding = False
+            start = chunk.find(b"\n") + 1
+            block = bytes(head[start:]) if start <= end else None
         else:
-            lines.append(line)
+            block = b"".join((self._partial, head))  # the block's one copy
+            self._partial.clear()
+        if block is not None and len(block) > self._max:
+            block = self._without_long_lines(block)
+        self._keep(chunk[end + 1 :])
+        return block
+
+    def _without_long_lines(self, block: bytes) -> bytes | None:
+        lines = block.split(b"\n")
+        kept = [line for line in lines if len(line) <= self._max]
+        self.skipped += len(lines) - len(kept)
+        return b"\n".join(kept) if kept else None
 
     def _keep(self, tail: bytes) -> None:
         if self._discarding or not tail:

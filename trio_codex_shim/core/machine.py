@@ -91,6 +91,7 @@ class _Turn(msgspec.Struct):
     fresh_thread_retried: bool = False
     steered: list[_Message] = msgspec.field(default_factory=list)
     """Messages Codex took into this turn: each gets the turn's terminal event."""
+    thread_switch_warned: bool = False
 
 
 class _Tokens(msgspec.Struct):
@@ -227,9 +228,14 @@ class ShimCore:
                 if not self._approaching_sent and mentions_context_pressure(text):
                     self._approaching(out, "agent output contains context-pressure signals")
             case cx.ThreadStarted(thread_id=tid):
-                if self._thread_id is not None and tid != self._thread_id:
+                if (
+                    self._thread_id is not None
+                    and tid != self._thread_id
+                    and not turn.thread_switch_warned  # once a turn: Codex could flood
+                ):
                     # Codex 0.169 starts a new thread, silently, for a resume id
                     # it cannot parse: the earlier context is gone.
+                    turn.thread_switch_warned = True
                     out.append(
                         p.Warning(
                             message=f"codex started thread {tid} instead of resuming "
