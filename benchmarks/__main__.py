@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> Settings:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test)")
     parser.add_argument("--idle-secs", type=float, help="idle window (default 60, quick 10)")
-    parser.add_argument("--turns", type=int, help="messages per side, real CLI (default 20)")
+    parser.add_argument("--turns", type=int, help="messages per side, real CLI (default 40)")
     parser.add_argument("--lines", type=int, help="JSONL lines per relay turn (default 300000)")
     parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(FIGURES)}")
     parser.add_argument(
@@ -119,7 +119,7 @@ async def _app_server_rows(codex: Path, turns: int) -> list[Row]:
 async def measure(settings: Settings, tmp: Path) -> list[Row]:
     quick = settings.quick
     codex = codex_program()
-    turns = settings.turns or (10 if quick else 20)
+    turns = settings.turns or (10 if quick else 40)
     lines = settings.lines or (100_000 if quick else 300_000)
     idle = settings.idle_secs or (10.0 if quick else 60.0)
     chosen = set(FIGURES if settings.only is None else settings.only.split(","))
@@ -128,7 +128,7 @@ async def measure(settings: Settings, tmp: Path) -> list[Row]:
         raise SystemExit(f"unknown figure(s): {', '.join(sorted(unknown))}")
     steps: list[tuple[str, Callable[[Path], Awaitable[list[Row]]]]] = [
         ("per-message", lambda d: per_message.real_rows(d, codex, turns)),
-        ("fake", lambda d: per_message.fake_rows(d, 20 if quick else 40)),
+        ("fake", lambda d: per_message.fake_rows(d, 30 if quick else 150, 50 if quick else 300)),
         ("relay", lambda d: relay.relay_rows(d, lines, 3 if quick else 5)),
         ("frames", lambda d: frames.frame_rows(d, 50_000 if quick else 200_000, 3 if quick else 5)),
         ("memory", lambda d: process_costs.memory_rows(d, 30, 300)),

@@ -73,8 +73,9 @@ async def frame_rows(tmp: Path, count: int, rounds: int, window: int = 64) -> li
             for stream, times in pairs if r % 2 == 0 else pairs[::-1]:
                 times.append(await round_trips(stream, count, window))
     finally:
-        await stop_process(shim, shim_stream)
-        await stop_process(echo, echo_stream)
+        with trio.CancelScope(shield=True), trio.move_on_after(30):
+            await stop_process(shim, shim_stream)
+            await stop_process(echo, echo_stream)
         log.close()
     shim_rate = count / median(shim_times)
     echo_rate = count / median(echo_times)

@@ -98,22 +98,31 @@ def realistic_lines(count: int, seed: int = 1) -> list[bytes]:
 
 
 class StandIn(msgspec.Struct, frozen=True):
-    """A stand-in Codex program and what one run of it prints."""
+    """A stand-in Codex program, and what one run of it prints."""
 
     program: Path
-    lines_per_run: int
-    bytes_per_run: int
+    spec: Path
+    block: Path
+    block_lines: int
+    block_bytes: int
+
+    def set_repeat(self, repeat: int) -> None:
+        """Print the block ``repeat`` times in the runs from now on."""
+        spec = {"block": os.fspath(self.block), "repeat": repeat}
+        self.spec.write_bytes(msgspec.json.encode(spec))
 
 
 def write_standin(directory: Path, block: list[bytes], repeat: int, name: str = "codex") -> StandIn:
-    """A launcher in ``directory`` that streams ``block`` ``repeat`` times per run."""
+    """A launcher in ``directory`` that streams ``block`` ``repeat`` times per run
+    (and four lines of its own: thread and turn started, an answer, turn completed)."""
     directory.mkdir(parents=True, exist_ok=True)
     block_path = directory / f"{name}.block.jsonl"
     data = b"".join(line + b"\n" for line in block)
     block_path.write_bytes(data)
     spec = directory / f"{name}.spec.json"
-    spec.write_bytes(msgspec.json.encode({"block": os.fspath(block_path), "repeat": repeat}))
     program = directory / name
     program.write_text(f'#!/bin/sh\nexec {sys.executable} -I {STANDIN} {spec} "$@"\n')
     program.chmod(program.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
-    return StandIn(program, len(block) * repeat + 4, len(data) * repeat)
+    standin = StandIn(program, spec, block_path, len(block), len(data))
+    standin.set_repeat(repeat)
+    return standin

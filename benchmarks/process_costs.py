@@ -68,7 +68,8 @@ async def _start_shim(tmp: Path, *args: str) -> float:
             raise RuntimeError(f"expected Ready, got {payload!r}")
         return elapsed
     finally:
-        await stop_process(proc, stream)
+        with trio.CancelScope(shield=True), trio.move_on_after(30):
+            await stop_process(proc, stream)
 
 
 async def _run_floor() -> float:
@@ -136,8 +137,9 @@ async def idle_rows(tmp: Path, seconds: float) -> list[Row]:
             nursery.cancel_scope.cancel()
     finally:
         floor.kill()
-        await stop_process(floor)
-        await stop_process(proc, stream)
+        with trio.CancelScope(shield=True), trio.move_on_after(30):
+            await stop_process(floor)
+            await stop_process(proc, stream)
     per_minute = shim_cpu * 60 / seconds
     return [
         Row(
@@ -168,10 +170,11 @@ def _output_line(size: int, index: int) -> bytes:
     return msgspec.json.encode({"type": "item.completed", "item": item})
 
 
-async def _peak_rss(tmp: Path, megabytes: int, line_bytes: int) -> tuple[int, int, float]:
-    """(idle RSS, peak RSS) in KiB of a fresh shim relaying ``megabytes`` of output."""
-    lines = [_output_line(line_bytes, i) for i in range(max(1, megabytes * _MIB // line_bytes))]
-    standin = write_standin(tmp / f"bin-{megabytes}", lines[:30], max(1, len(lines) // 30))
+async def _peak_rss(tmp: Path, block: list[bytes], repeat: int) -> tuple[int, int, float]:
+    """(idle RSS, peak RSS) in KiB of a fresh shim relaying ``block`` ``repeat`` times,
+    and the rate in bytes per second."""
+    megabytes = len(block) * repeat
+    standin = write_standin(tmp / f"bin-{megabytes}", block, repeat)
     workspace = tmp / f"mem-{megabytes}"
     workspace.mkdir()
     options = ClientOptions(
@@ -188,15 +191,15 @@ async def _peak_rss(tmp: Path, megabytes: int, line_bytes: int) -> tuple[int, in
         if not isinstance(result, p.Completion):
             raise RuntimeError(f"memory run failed: {result}")
         peak = memory_kib(shim.pid, "VmHWM")
-    return idle, peak, standin.bytes_per_run / elapsed
+    return idle, peak, standin.block_bytes * repeat / elapsed
 
 
 async def memory_rows(tmp: Path, small_mb: int, big_mb: int) -> list[Row]:
-    line = _MIB
+    block = [_output_line(_MIB, i) for i in range(small_mb)]  # 1 MiB items
     progress(f"memory: {small_mb} MB of command output")
-    _, small, _ = await _peak_rss(tmp, small_mb, line)
+    _, small, _ = await _peak_rss(tmp, block, 1)
     progress(f"memory: {big_mb} MB of command output")
-    idle_big, big, rate = await _peak_rss(tmp, big_mb, line)
+    idle_big, big, rate = await _peak_rss(tmp, block, big_mb // small_mb)
     return [
         Row(
             figure=f"peak RSS, {big_mb} MB of output",

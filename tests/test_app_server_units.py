@@ -450,5 +450,5 @@ async def test_terminate_descendants_spares_excluded_pids_but_not_their_children
         assert server.returncode is None
     finally:
         server.kill()
-        with trio.fail_after(5):
+        with trio.CancelScope(shield=True), trio.fail_after(5):
             await server.wait()

@@ -8,7 +8,6 @@ every wait is on Trio-internal events.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -51,7 +50,7 @@ async def answer(turn: StartTurn, sink: EventSink) -> None:
 
 
 async def silent(turn: StartTurn, sink: EventSink) -> None:
-    await trio.sleep(math.inf)
+    await trio.sleep_forever()
 
 
 class Orchestrator:
