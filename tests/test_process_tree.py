@@ -74,3 +74,18 @@ def _exists(pid: int) -> bool:
 def test_descendants_of_a_missing_pid_is_empty() -> None:
     assert process_tree.descendants(2**22 + 12345) == []
     assert not process_tree.is_alive(2**22 + 12345)
+
+
+async def test_the_reaper_reaps_orphans_as_they_exit() -> None:
+    assert process_tree.enable_subreaper()
+    short_lived = ESCAPE.replace("'300'", "'0.2'")
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            # A fallback far beyond the test's bound: only SIGCHLD can wake it in time.
+            nursery.start_soon(process_tree.reap_forever, 3600.0)
+            result = await trio.run_process(
+                [sys.executable, "-c", short_lived], capture_stdout=True, check=True
+            )
+            pid = int(result.stdout)
+            await until(lambda: not _exists(pid))  # exited and reaped: not even a zombie
+            nursery.cancel_scope.cancel()

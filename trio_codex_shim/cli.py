@@ -18,7 +18,6 @@ from pathlib import Path
 
 import trio
 
-from .codex.app_server_backend import AppServerBackend
 from .codex.backend import Backend
 from .codex.exec_backend import ExecBackend
 from .codex.launcher import ResolvedCodex, resolve_codex
@@ -259,6 +258,9 @@ async def run(options: ShimOptions, transport: Transport) -> int:
         log.info("running the native Codex binary %s behind %s", codex.program, options.codex)
     backend: Backend
     if options.backend is BackendKind.APP_SERVER:
+        # Imported here: the exec backend's start-up need not pay for it.
+        from .codex.app_server_backend import AppServerBackend
+
         backend = AppServerBackend(options, codex, transcript)
     else:
         backend = ExecBackend(options, codex, transcript)

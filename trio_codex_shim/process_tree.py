@@ -18,6 +18,7 @@ import errno
 import logging
 import os
 import signal
+import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -156,8 +157,19 @@ async def terminate_descendants(
     return signalled
 
 
-async def reap_forever(interval_secs: float = 1.0) -> None:
-    """Reap exited orphans every ``interval_secs`` until cancelled."""
-    while True:
-        reap_orphans()
-        await trio.sleep(interval_secs)
+async def reap_forever(fallback_secs: float = 30.0) -> None:
+    """Reap exited orphans as they exit, until cancelled.
+
+    Woken by SIGCHLD, so an idle shim costs nothing; ``fallback_secs`` bounds
+    the wait should a signal be missed.  Outside the main thread, where Trio
+    cannot receive signals, it polls every second instead.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        while True:
+            reap_orphans()
+            await trio.sleep(1.0)
+    with trio.open_signal_receiver(signal.SIGCHLD) as signals:
+        while True:
+            reap_orphans()
+            with trio.move_on_after(fallback_secs):
+                await signals.__anext__()

@@ -40,4 +40,7 @@ def format_injected_message(sender: str, body: str) -> str:
 def mentions_context_pressure(text: str) -> bool:
     """Whether agent text says its context is filling up (an early warning)."""
     lower = text.lower()
+    # Every phrase says "context" or "compress": most messages stop here.
+    if "context" not in lower and "compress" not in lower:
+        return False
     return any(phrase in lower for phrase in _APPROACHING_PHRASES)
