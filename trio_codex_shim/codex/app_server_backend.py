@@ -17,8 +17,6 @@ stop the commands a turn started when the turn is interrupted.
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 from pathlib import Path
 from typing import Final
 
@@ -49,7 +47,6 @@ from .app_server_rpc import (
     TurnStartParams,
     TurnSteerParams,
 )
-from .environment import codex_environment
 from .events import (
     AgentMessage,
     CodexEvent,
@@ -63,8 +60,9 @@ from .events import (
     TurnOutcome,
 )
 from .exec_argv import config_args
-from .launcher import ResolvedCodex, apply_env
+from .launcher import ResolvedCodex
 from .lines import LineSplitter
+from .spawn import codex_env, open_codex
 from .stderr_tail import Tail
 from .thread_id import is_valid_thread_id
 
@@ -191,9 +189,7 @@ class AppServerBackend:
         self._options = options
         self._program = codex.program
         self._transcript = transcript
-        self._env = apply_env(
-            codex_environment(os.environ, drop=options.env_drop, allow=options.env_allow), codex
-        )
+        self._env = codex_env(options, codex)
         self._start_timeout = start_timeout_secs
         self._request_timeout = request_timeout_secs
         self._interrupt_timeout = (
@@ -255,15 +251,7 @@ class AppServerBackend:
         opts = self._options
         argv = app_server_argv(opts, self._program)
         log.debug("starting %s", argv)
-        proc = await trio.lowlevel.open_process(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=opts.cwd,
-            env=self._env,
-            start_new_session=True,
-        )
+        proc = await open_codex(argv, opts, self._env)
         assert proc.stdin is not None
         server = _Server(proc, RpcConnection(proc.stdin), Tail(opts.stderr_tail_bytes))
         self.servers_started += 1

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
 from typing import Final
 
 import trio
@@ -13,12 +11,12 @@ from .. import process_tree
 from ..core.actions import StartTurn
 from ..options import ShimOptions
 from ..transcript import Transcript
-from .environment import codex_environment
 from .events import AgentMessage, EventSink, OutputProduced, TurnOutcome
 from .exec_argv import exec_argv
 from .exec_jsonl import ExecTranslator
-from .launcher import ResolvedCodex, apply_env
+from .launcher import ResolvedCodex
 from .lines import LineSplitter
+from .spawn import codex_env, open_codex
 from .stderr_tail import Tail
 
 log = logging.getLogger(__name__)
@@ -39,9 +37,7 @@ class ExecBackend:
         self._options = options
         self._program = codex.program
         self._transcript = transcript
-        self._env = apply_env(
-            codex_environment(os.environ, drop=options.env_drop, allow=options.env_allow), codex
-        )
+        self._env = codex_env(options, codex)
 
     async def run(self) -> None:
         """Nothing lives between turns: every turn starts its own process."""
@@ -54,15 +50,7 @@ class ExecBackend:
         argv = exec_argv(opts, self._program, turn.thread_id)
         log.debug("turn %d: %s", turn.turn_id, argv)
         try:
-            proc = await trio.lowlevel.open_process(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=opts.cwd,
-                env=self._env,
-                start_new_session=True,
-            )
+            proc = await open_codex(argv, opts, self._env)
         except OSError as exc:
             return TurnOutcome(spawn_error=f"{argv[0]}: {exc.strerror or exc}")
         log.info("turn %d: codex exec started (pid %d)", turn.turn_id, proc.pid)

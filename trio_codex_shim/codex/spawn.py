@@ -1,0 +1,37 @@
+"""Start a Codex process, the one way both backends do it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import trio
+
+from ..options import ShimOptions
+from .environment import codex_environment
+from .launcher import ResolvedCodex, apply_env
+
+
+def codex_env(options: ShimOptions, codex: ResolvedCodex) -> dict[str, str]:
+    """The shim's environment as Codex gets it: filtered, plus what the launcher sets."""
+    return apply_env(
+        codex_environment(os.environ, drop=options.env_drop, allow=options.env_allow), codex
+    )
+
+
+async def open_codex(argv: list[str], options: ShimOptions, env: dict[str, str]) -> trio.Process:
+    """Codex with piped stdin/stdout/stderr, in ``options.cwd``, in a session of its own.
+
+    The caller owns the process: it must register it with
+    :func:`~..process_tree.owned` and stop and reap it (the shim, a subreaper,
+    stops the whole tree).  Raises ``OSError`` when it cannot be started.
+    """
+    return await trio.lowlevel.open_process(
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=options.cwd,
+        env=env,
+        start_new_session=True,
+    )
