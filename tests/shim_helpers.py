@@ -12,8 +12,10 @@ import trio
 from trio_codex_shim import process_tree
 from trio_codex_shim import protocol as p
 from trio_codex_shim.client import ClientOptions, EventSubscription, ShimClient
-from trio_codex_shim.testing.fake_codex import Scenario, Turn, read_pids, write_fake_codex_launcher
+from trio_codex_shim.testing.fake_codex import Scenario, Turn, write_fake_codex_launcher
 from trio_codex_shim.testing.fake_codex import read_invocations as read_invocations
+from trio_codex_shim.testing.fake_codex import read_pids as read_pids
+from trio_codex_shim.testing.harness import survivors as survivors
 from trio_codex_shim.testing.mock_model import codex_settings
 
 TERMINAL = (p.Completion, p.DeliveryFailed)
@@ -63,11 +65,6 @@ def fake_shim(
         ready_timeout_secs=20.0,
     )
     return FakeSetup(workspace, scenario_path, options)
-
-
-def survivors(scenario: Path) -> list[int]:
-    """Grandchildren the fake CLI started that are still alive (not even zombies)."""
-    return [pid for pid in read_pids(scenario) if process_tree.is_alive(pid)]
 
 
 def terminal_ids(events: Sequence[p.AnyEvent]) -> list[str]:

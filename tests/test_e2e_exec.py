@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from shim_helpers import fake_shim, read_invocations, survivors, terminal_ids, until
+from shim_helpers import fake_shim, read_invocations, read_pids, survivors, terminal_ids, until
 
 from trio_codex_shim import protocol as p
 from trio_codex_shim.client import ClientOptions, open_shim
@@ -184,7 +184,7 @@ async def test_kill_stops_codex_and_every_process_it_started(tmp_path: Path) -> 
         async with open_shim(setup.options) as shim:
             running = await shim.send("work", message_id="m1")
             queued = await shim.send("later", message_id="m2")
-            await until(lambda: len(survivors(setup.scenario)) == 2)
+            await until(lambda: len(read_pids(setup.scenario)) == 2)
             await shim.kill()
             assert shim.process is not None
             assert shim.process.returncode == 0
@@ -211,7 +211,7 @@ async def test_shutdown_deadline_stops_the_turn_with_zero_survivors(tmp_path: Pa
         async with open_shim(setup.options) as shim:
             events = shim.events()
             outcome = await shim.send("work", message_id="m1")
-            await until(lambda: len(survivors(setup.scenario)) == 2)
+            await until(lambda: len(read_pids(setup.scenario)) == 2)
             await shim.shutdown(timeout_secs=1)
             got = [e async for e in events]
     assert isinstance(outcome.result, p.DeliveryFailed)
@@ -228,7 +228,7 @@ async def test_orchestrator_eof_is_a_shutdown_with_grace(tmp_path: Path) -> None
     with trio.fail_after(LIMIT):
         async with open_shim(setup.options) as shim:
             outcome = await shim.send("work", message_id="m1")
-            await until(lambda: len(survivors(setup.scenario)) == 2)
+            await until(lambda: len(read_pids(setup.scenario)) == 2)
             await shim.send_eof()
             await shim.wait_closed(LIMIT)
             assert shim.process is not None
@@ -243,7 +243,7 @@ async def test_signals_stop_the_shim_and_its_work(tmp_path: Path, sig: signal.Si
     with trio.fail_after(LIMIT):
         async with open_shim(setup.options) as shim:
             outcome = await shim.send("work", message_id="m1")
-            await until(lambda: len(survivors(setup.scenario)) == 2)
+            await until(lambda: len(read_pids(setup.scenario)) == 2)
             assert shim.process is not None
             os.kill(shim.process.pid, sig)
             assert await shim.process.wait() == 128 + sig
