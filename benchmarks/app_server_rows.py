@@ -95,9 +95,7 @@ async def _time_shim(
     (tmp / "home").mkdir()
     work = tmp / "work"
     work.mkdir()
-    config: list[str] = []
-    for value in settings.config_args[1::2]:
-        config += ["--codex-config", value]
+    config = list(settings.shim_args())
     parent, child = socket.socketpair()
     fd = child.fileno()
     argv = [sys.executable, "-m", "trio_codex_shim", "--fd", str(fd), "--codex", os.fspath(codex)]

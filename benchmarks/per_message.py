@@ -328,7 +328,7 @@ async def real_rows(tmp: Path, codex: Path, turns: int) -> list[Row]:
             workspace.mkdir(parents=True)
             (side / "home").mkdir()
             settings = codex_settings(server.base_url, side / "home")
-            config = [a for value in settings.config_args[1::2] for a in ("--codex-config", value)]
+            config = settings.shim_args()
             args = (
                 "--codex",
                 os.fspath(codex),

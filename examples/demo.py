@@ -115,9 +115,7 @@ async def main(force_fake: bool) -> int:
                 settings = codex_settings(mock.base_url, tmp / "codex-home")
                 (tmp / "codex-home").mkdir()
                 env = settings.environ()
-                extra = ["--codex-arg=--skip-git-repo-check"]
-                for value in settings.config_args[1::2]:
-                    extra += ["--codex-config", value]
+                extra = ["--codex-arg=--skip-git-repo-check", *settings.shim_args()]
             options = ClientOptions(
                 args=(
                     "--codex",

@@ -79,9 +79,7 @@ def real_options(root: Path, name: str, codex: Path, base_url: str) -> ClientOpt
     home = root / f"{name}-codex-home"
     home.mkdir()
     settings = codex_settings(base_url, home)
-    pairs = settings.config_args[1::2]  # ("-c", "K=V", "-c", ...) -> the K=V parts
-    # ``--opt=value``: these values start with dashes or hold ``=``.
-    extra = ("--codex-arg=--skip-git-repo-check", *(f"--codex-config={kv}" for kv in pairs))
+    extra = ("--codex-arg=--skip-git-repo-check", *settings.shim_args())
     workspace = root / name
     workspace.mkdir()
     return ClientOptions(

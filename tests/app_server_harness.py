@@ -20,7 +20,6 @@ import trio
 from trio_codex_shim import process_tree
 from trio_codex_shim import protocol as p
 from trio_codex_shim.framing import FrameReader, frame
-from trio_codex_shim.testing.mock_model import CodexSettings
 
 Terminal = p.Completion | p.DeliveryFailed
 
@@ -108,16 +107,6 @@ def _is_terminal(event: p.AnyEvent, message_id: str) -> bool:
     return isinstance(event, p.DeliveryFailed) and event.id == message_id
 
 
-def settings_args(settings: CodexSettings) -> list[str]:
-    """The mock's ``-c KEY=VALUE`` pairs as the shim's ``--codex-config`` options."""
-    args: list[str] = []
-    pairs = list(settings.config_args)
-    for flag, value in zip(pairs[::2], pairs[1::2], strict=True):
-        assert flag == "-c"
-        args += ["--codex-config", value]
-    return args
-
-
 @asynccontextmanager
 async def open_shim(
     args: Sequence[str], *, env: dict[str, str], log_path: Path, cwd: Path
@@ -181,9 +170,3 @@ def pids_with_cmdline(pids: Sequence[int], needle: bytes) -> list[int]:
         if needle in argv:
             found.append(pid)
     return found
-
-
-async def wait_until(check: Callable[[], bool], timeout_secs: float = 10.0) -> None:
-    with trio.fail_after(timeout_secs):
-        while not check():  # noqa: ASYNC110 (polling /proc: there is no event to wait on)
-            await trio.sleep(0.02)

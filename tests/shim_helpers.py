@@ -98,7 +98,6 @@ def real_shim(
     home = tmp / "codex-home"
     home.mkdir(exist_ok=True)
     settings = codex_settings(base_url, home)
-    config = settings.config_args[1::2]  # the values after each "-c"
     options = ClientOptions(
         args=(
             "--codex",
@@ -106,7 +105,7 @@ def real_shim(
             "--cwd",
             str(workspace),
             "--codex-arg=--skip-git-repo-check",
-            *(arg for value in config for arg in ("--codex-config", value)),
+            *settings.shim_args(),
             "--log-level",
             "debug",
             "--stop-grace",

@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from app_server_harness import Shim, open_shim, wait_until
+from app_server_harness import Shim, open_shim
+from shim_helpers import until
 
 from trio_codex_shim import protocol as p
 from trio_codex_shim.testing.fake_codex import (
@@ -81,7 +82,7 @@ async def test_server_requests_are_answered_and_unknown_notifications_ignored(
         assert await shim.terminal("m1") == p.Completion(
             message_id="m1", response="done anyway", last_lines="done anyway"
         )
-        await wait_until(lambda: len(records(tmp_path, "client-response")) == 3)
+        await until(lambda: len(records(tmp_path, "client-response")) == 3)
     answers = {r.request_id: r.params for r in records(tmp_path, "client-response")}
     assert answers["approve-1"] == {"decision": "decline"}
     assert answers[77] == {"answers": {}}

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from app_server_harness import Shim, open_shim, pids_with_cmdline, settings_args, wait_until
+from app_server_harness import Shim, open_shim, pids_with_cmdline
+from shim_helpers import until
 
 from trio_codex_shim import process_tree
 from trio_codex_shim import protocol as p
@@ -50,7 +51,7 @@ async def shim_with_mock(
             "0.5",
             "--log-level",
             "debug",
-            *settings_args(settings),
+            *settings.shim_args(),
             *extra,
         ]
         async with open_shim(
@@ -78,7 +79,7 @@ async def wait_for_command(shim: Shim, needle: bytes) -> int:
                 return True
         return False
 
-    await wait_until(check, 20)
+    await until(check, 20)
     return found[0]
 
 
@@ -125,7 +126,7 @@ async def test_server_killed_between_turns_is_replaced_and_resumes(
         assert isinstance(await shim.terminal("m1"), p.Completion)
         (old,) = app_servers(shim)
         os.kill(old, signal.SIGKILL)
-        await wait_until(lambda: not process_tree.is_alive(old))
+        await until(lambda: not process_tree.is_alive(old))
         await shim.message("what was the word?", "m2")
         assert await shim.terminal("m2") == p.Completion(
             message_id="m2", response="two", last_lines="two"
@@ -169,7 +170,7 @@ async def test_unknown_thread_starts_a_fresh_one_with_a_warning(
         assert isinstance(await shim.terminal("m1"), p.Completion)
         (old,) = app_servers(shim)
         os.kill(old, signal.SIGKILL)
-        await wait_until(lambda: not process_tree.is_alive(old))
+        await until(lambda: not process_tree.is_alive(old))
         home = tmp_path / "codex-home"
         for entry in home.iterdir():  # sessions and state: the thread is forgotten
             if entry.is_dir():

@@ -348,7 +348,6 @@ async def test_codex_closes_stdout_but_keeps_running(tmp_path: Path) -> None:
             await until(lambda: len(read_pids(setup.scenario)) == 1)
             for _ in range(5):  # the turn runs on, and the shim answers meanwhile
                 await assert_serving(shim)
-                await trio.sleep(0.1)
             assert not outcome.done
             result = await outcome.wait(LIMIT)
             assert isinstance(result, p.DeliveryFailed)

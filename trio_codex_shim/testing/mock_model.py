@@ -863,6 +863,10 @@ class CodexSettings(msgspec.Struct, frozen=True, kw_only=True):
     config_args: tuple[str, ...]
     env: dict[str, str]
 
+    def shim_args(self) -> tuple[str, ...]:
+        """The same settings as the shim's options: ``--codex-config=KEY=VALUE`` each."""
+        return tuple(f"--codex-config={pair}" for pair in self.config_args[1::2])
+
     def environ(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
         """``base`` (default: ``os.environ``) updated with :attr:`env`."""
         merged = dict(os.environ if base is None else base)
