@@ -9,6 +9,7 @@ raise :class:`FrameError`, after which the stream cannot be trusted.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from typing import Final
 
 import trio
@@ -33,17 +34,21 @@ def frame(payload: bytes, max_bytes: int = MAX_FRAME_BYTES) -> bytes:
 class FrameReader:
     """Reads whole frames from a stream, buffering partial ones.
 
-    Reads in large chunks and hands out every frame a chunk holds, so
-    pipelined frames cost one ``receive_some`` for many frames (and one call
-    with :meth:`receive_many`).  The buffer is ``bytes``, so a payload is one
-    slice of it; the chunks of a frame longer than one read are set aside and
-    joined once, when the frame is complete.  Cancelling a receive loses
-    nothing: every chunk read is kept.
+    Reads in large chunks and splits every whole frame a chunk holds in one
+    pass, so pipelined frames cost one ``receive_some`` and one loop for
+    many frames (and one call with :meth:`receive_many`).  The buffer is
+    ``bytes``, so a payload is one slice of it; the chunks of a frame longer
+    than one read are set aside and joined once, when the frame is complete.
+    Cancelling a receive loses nothing: every chunk read is kept.
     """
 
     def __init__(self, stream: trio.abc.ReceiveStream, max_bytes: int = MAX_FRAME_BYTES) -> None:
         self._stream = stream
         self._max = max_bytes
+        self._ready: deque[bytes] = deque()
+        """Whole frames split off the buffer, not yet handed out."""
+        self._error: FrameError | None = None
+        """A bad length met while splitting: raised once the frames before it are out."""
         self._buf = b""
         self._pos = 0
         """Where the next frame starts in ``_buf``."""
@@ -59,12 +64,9 @@ class FrameReader:
         Raises :class:`FrameError` for an over-long length or a truncated
         frame, and whatever the stream raises when it breaks.
         """
-        while True:
-            payload = self._take()
-            if payload is not None:
-                return payload
-            if not await self._read():
-                return None
+        if await self._fill():
+            return self._ready.popleft()
+        return None
 
     async def receive_many(self) -> list[bytes]:
         """Every whole frame read so far, else the next to arrive; ``[]`` at a clean end.
@@ -72,22 +74,23 @@ class FrameReader:
         Raises as :meth:`receive` does, but only once the frames before the
         bad one have been handed out.
         """
-        while True:
-            frames: list[bytes] = []
-            try:
-                while (payload := self._take()) is not None:
-                    frames.append(payload)
-            except FrameError:
-                if frames:
-                    return frames  # the same error comes on the next call
-                raise
-            if frames:
-                return frames
+        if not await self._fill():
+            return []
+        frames = list(self._ready)
+        self._ready.clear()
+        return frames
+
+    async def _fill(self) -> bool:
+        """Read until a whole frame is ready; ``False`` at a clean end of stream."""
+        while not self._ready:
+            if self._error is not None:
+                raise self._error
             if not await self._read():
-                return []
+                return False
+        return True
 
     async def _read(self) -> bool:
-        """Read one chunk; ``False`` at a clean end of stream."""
+        """Read one chunk and split what it completes; ``False`` at a clean end of stream."""
         chunk = await self._stream.receive_some(_READ_CHUNK)
         if not chunk:
             pending = len(self._buf) - self._pos + self._more_bytes
@@ -97,28 +100,34 @@ class FrameReader:
         if self._pos == len(self._buf):  # everything was handed out: no copy
             self._buf = bytes(chunk)
             self._pos = 0
-            return True
-        self._more.append(chunk)
-        self._more_bytes += len(chunk)
-        if self._more_bytes >= self._missing:
+        else:
+            self._more.append(chunk)
+            self._more_bytes += len(chunk)
+            if self._more_bytes < self._missing:
+                return True
             self._buf = b"".join([self._buf[self._pos :], *self._more])
             self._pos = 0
             self._more.clear()
             self._more_bytes = 0
+        self._split()
         return True
 
-    def _take(self) -> bytes | None:
-        buf = self._buf
-        start = self._pos + _HEADER.size
-        if start > len(buf):
-            self._missing = start - len(buf)
-            return None
-        (length,) = _HEADER.unpack_from(buf, self._pos)
-        if length > self._max:
-            raise FrameError(f"frame length {length} exceeds the {self._max}-byte cap")
-        end = start + length
-        if end > len(buf):
-            self._missing = end - len(buf)
-            return None
-        self._pos = end
-        return buf[start:end]
+    def _split(self) -> None:
+        """Move every whole frame in the buffer to ``_ready``, in one loop."""
+        buf, pos, size, ready = self._buf, self._pos, len(self._buf), self._ready
+        while True:
+            start = pos + _HEADER.size
+            if start > size:
+                self._missing = start - size
+                break
+            (length,) = _HEADER.unpack_from(buf, pos)
+            if length > self._max:
+                self._error = FrameError(f"frame length {length} exceeds the {self._max}-byte cap")
+                break
+            end = start + length
+            if end > size:
+                self._missing = end - size
+                break
+            ready.append(buf[start:end])
+            pos = end
+        self._pos = pos

@@ -24,6 +24,19 @@ log = logging.getLogger(__name__)
 _BATCH_BYTES: Final = 256 * 1024
 
 
+_CONSTANT_FRAMES: dict[type[Event], bytes] = {}
+"""The frames of events without fields (``Pong``), which are the same bytes every time."""
+
+
+def _framed(event: Event) -> bytes:
+    if event.__struct_fields__:
+        return frame(encode_event(event))
+    data = _CONSTANT_FRAMES.get(type(event))
+    if data is None:
+        data = _CONSTANT_FRAMES[type(event)] = frame(encode_event(event))
+    return data
+
+
 class PeerStuck(Exception):
     """The orchestrator has not read anything for the whole send timeout."""
 
@@ -45,7 +58,7 @@ class Outbox:
         if self._closed:
             log.debug("stream gone, not sent: %r", event)
             return
-        self._frames.append(frame(encode_event(event)))
+        self._frames.append(_framed(event))
         if self._has_frames:  # the writer is parked; waking nobody still costs ~1 us
             self._has_frames.unpark_all()
 

@@ -75,13 +75,16 @@ class _Service:
         self.exit: Exit | None = None
         self.exit_event = trio.Event()
         self.last_activity = 0.0
+        self.trace = log.isEnabledFor(logging.DEBUG)
+        """Log every command and event (``--log-level debug``); checked once, not per frame."""
 
     # -- carrying out the core's outputs ---------------------------------------
 
     def dispatch(self, outputs: list[Output]) -> None:
         for out in outputs:
             if isinstance(out, Event):
-                log.debug("event: %r", out)
+                if self.trace:
+                    log.debug("event: %r", out)
                 self.outbox.put(out)
             elif isinstance(out, StartTurn):
                 self.turn_send.send_nowait(out)
@@ -141,18 +144,26 @@ class _Service:
                 log.info("orchestrator closed the stream")
                 self.dispatch(self.core.peer_lost(0, grace))
                 return
+            outputs: list[Output] = []
             for payload in payloads:  # every frame one read brought, in order
                 try:
                     command = decode_command(payload)
                 except BadMessage as exc:
                     log.warning("bad message: %s", exc)
-                    self.dispatch(self.core.bad_message(exc))
+                    outputs += self.core.bad_message(exc)
                 else:
-                    log.debug("command: %r", command)
-                    self.dispatch(self.core.command(command))
+                    if self.trace:
+                        log.debug("command: %r", command)
+                    outputs += self.core.command(command)
                 if self.core.exited:
-                    return
-                await self.outbox.wait_for_room()
+                    break
+            self.dispatch(outputs)
+            if self.core.exited:
+                return
+            # Once a read, not once a frame: the outbox can pass its high water
+            # by the answers to one read's frames (a 64 KiB read holds at most
+            # ~3,400 Pings), and a frame costs a few microseconds less.
+            await self.outbox.wait_for_room()
 
     async def write_events(self) -> None:
         try:

@@ -52,6 +52,9 @@ LEGAL_EDGES: Final[frozenset[tuple[p.ShimState, p.ShimState]]] = frozenset(
 )
 """Every ``StateChanged`` the shim may send, as (from, to)."""
 
+_PONG: Final = p.Pong()
+"""Events are frozen, so one ``Pong`` answers every ``Ping``."""
+
 
 class Clock(Protocol):
     """Where the core reads time: monotonic seconds and the Unix epoch."""
@@ -184,18 +187,18 @@ class ShimCore:
         """Handle one Command from the orchestrator."""
         out: list[Output] = []
         match cmd:
+            case p.Ping():  # first: liveness probes are the most frequent command
+                out.append(_PONG)
             case p.SendMessage():
                 self._send_message(cmd, out)
-            case p.CaptureScreen(last_n_lines=n):
-                content = self._response if n is None else last_lines(self._response, n)
-                out.append(p.ScreenCapture(content=content, cursor_row=0, cursor_col=0))
             case p.GetState():
                 since = int(self._clock.monotonic() - self._state_since)
                 out.append(p.State(state=self._state, since_secs=since))
+            case p.CaptureScreen(last_n_lines=n):
+                content = self._response if n is None else last_lines(self._response, n)
+                out.append(p.ScreenCapture(content=content, cursor_row=0, cursor_col=0))
             case p.Resize():
                 pass  # no terminal to resize
-            case p.Ping():
-                out.append(p.Pong())
             case p.Shutdown(timeout_secs=timeout):
                 # msgspec decodes any integer; one past float's range is still "forever".
                 grace = float(min(timeout, MAX_SHUTDOWN_SECS))
