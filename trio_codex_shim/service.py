@@ -21,7 +21,7 @@ import trio
 
 from . import process_tree
 from .codex.backend import Backend, SteerableBackend
-from .codex.events import CodexEvent, TurnOutcome
+from .codex.events import CodexEvent, OutputProduced, TurnOutcome
 from .core.actions import Exit, StartTurn, SteerTurn, StopTurn
 from .core.machine import EXIT_TRANSPORT, CoreConfig, Output, ShimCore
 from .framing import FrameError, FrameReader
@@ -198,8 +198,11 @@ class _Service:
         self.last_activity = trio.current_time()
 
         def sink(event: CodexEvent) -> None:
-            self.last_activity = trio.current_time()
-            self.dispatch(self.core.codex_event(turn.turn_id, event))
+            # Every other event is read from some output, which came first.
+            if isinstance(event, OutputProduced):
+                self.last_activity = trio.current_time()
+            if outputs := self.core.codex_event(turn.turn_id, event):
+                self.dispatch(outputs)
 
         try:
             async with trio.open_nursery() as nursery:
