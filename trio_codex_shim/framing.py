@@ -115,14 +115,15 @@ class FrameReader:
     def _split(self) -> None:
         """Move every whole frame in the buffer to ``_ready``, in one loop."""
         buf, pos, size, ready = self._buf, self._pos, len(self._buf), self._ready
+        unpack, header, cap = _HEADER.unpack_from, _HEADER.size, self._max  # locals: hot loop
         while True:
-            start = pos + _HEADER.size
+            start = pos + header
             if start > size:
                 self._missing = start - size
                 break
-            (length,) = _HEADER.unpack_from(buf, pos)
-            if length > self._max:
-                self._error = FrameError(f"frame length {length} exceeds the {self._max}-byte cap")
+            (length,) = unpack(buf, pos)
+            if length > cap:
+                self._error = FrameError(f"frame length {length} exceeds the {cap}-byte cap")
                 break
             end = start + length
             if end > size:

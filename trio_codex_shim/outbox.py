@@ -29,11 +29,9 @@ _CONSTANT_FRAMES: dict[type[Event], bytes] = {}
 
 
 def _framed(event: Event) -> bytes:
-    if event.__struct_fields__:
-        return frame(encode_event(event))
-    data = _CONSTANT_FRAMES.get(type(event))
-    if data is None:
-        data = _CONSTANT_FRAMES[type(event)] = frame(encode_event(event))
+    data = frame(encode_event(event))
+    if not event.__struct_fields__:
+        _CONSTANT_FRAMES[type(event)] = data
     return data
 
 
@@ -58,8 +56,9 @@ class Outbox:
         if self._closed:
             log.debug("stream gone, not sent: %r", event)
             return
-        self._frames.append(_framed(event))
-        if self._has_frames:  # the writer is parked; waking nobody still costs ~1 us
+        frames = self._frames
+        frames.append(_CONSTANT_FRAMES.get(type(event)) or _framed(event))
+        if len(frames) == 1:  # the writer parks only when there is nothing to write
             self._has_frames.unpark_all()
 
     def __len__(self) -> int:
