@@ -199,7 +199,7 @@ class _Service:
 
         def sink(event: CodexEvent) -> None:
             # Every other event is read from some output, which came first.
-            if isinstance(event, OutputProduced):
+            if type(event) is OutputProduced:
                 self.last_activity = trio.current_time()
             if outputs := self.core.codex_event(turn.turn_id, event):
                 self.dispatch(outputs)

@@ -223,13 +223,16 @@ class ShimCore:
         out: list[Output] = []
         if turn is None or turn.turn_id != turn_id:
             return out  # a straggler from a turn already accounted for
+        # The bulk of a turn first, by type identity: ``isinstance`` on a Struct is slow.
+        if type(event) is cx.OutputProduced:
+            self._output_bytes += event.nbytes
+            return out
+        if type(event) is cx.AgentMessage:
+            self._response = event.text
+            if not self._approaching_sent and mentions_context_pressure(event.text):
+                self._approaching(out, "agent output contains context-pressure signals")
+            return out
         match event:
-            case cx.OutputProduced(nbytes=n):
-                self._output_bytes += n
-            case cx.AgentMessage(text=text):
-                self._response = text
-                if not self._approaching_sent and mentions_context_pressure(text):
-                    self._approaching(out, "agent output contains context-pressure signals")
             case cx.ThreadStarted(thread_id=tid):
                 if (
                     self._thread_id is not None
