@@ -52,8 +52,8 @@ def compile_bytecode(session: nox.Session) -> None:
     """Write the package's bytecode, as an install does.
 
     Where ``PYTHONDONTWRITEBYTECODE`` is set (it is on our machines), every
-    shim the tests, the demo or the benchmarks start would otherwise compile
-    the package again: ~40 ms of each start-up, measured.
+    shim the tests or the demo start would otherwise compile the package
+    again: ~40 ms of each start-up, measured.
     """
     session.run(PY, "-m", "compileall", "-q", str(REPO / "trio_codex_shim"))
 
@@ -119,7 +119,6 @@ def fuzz(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The benchmark table (figures, baselines and ratios) in one run."""
-    install_codex(session)
-    compile_bytecode(session)
+    install_codex(session)  # (the benchmarks compile the package's bytecode themselves)
     env = {"CODEX_BIN": str(CODEX_BIN), "PYTHONPATH": os.fspath(REPO)}
     session.run(PY, "-m", "benchmarks", *session.posargs, env=env)
