@@ -44,6 +44,7 @@ class Outbox:
 
     def __init__(self, high_water: int = 1024) -> None:
         self._frames: deque[bytes] = deque()
+        self._queued_bytes = 0
         self._high_water = high_water
         self._has_frames = trio.lowlevel.ParkingLot()
         self._has_room = trio.lowlevel.ParkingLot()
@@ -57,7 +58,9 @@ class Outbox:
             log.debug("stream gone, not sent: %r", event)
             return
         frames = self._frames
-        frames.append(_CONSTANT_FRAMES.get(type(event)) or _framed(event))
+        data = _CONSTANT_FRAMES.get(type(event)) or _framed(event)
+        frames.append(data)
+        self._queued_bytes += len(data)
         if len(frames) == 1:  # the writer parks only when there is nothing to write
             self._has_frames.unpark_all()
 
@@ -73,6 +76,7 @@ class Outbox:
         """The stream is gone: drop what is queued and release every waiter."""
         self._closed = True
         self._frames.clear()
+        self._queued_bytes = 0
         self._has_frames.unpark_all()
         self._has_room.unpark_all()
 
@@ -88,6 +92,23 @@ class Outbox:
             return not self._frames and not self._sending
         return False
 
+    def _take_batch(self) -> bytes:
+        """The oldest frames, joined: all of them when they fit in
+        :data:`_BATCH_BYTES` (one join), else at least one and about that much."""
+        frames = self._frames
+        if self._queued_bytes <= _BATCH_BYTES:
+            batch = b"".join(frames)
+            frames.clear()
+            self._queued_bytes = 0
+            return batch
+        parts = [frames.popleft()]
+        size = len(parts[0])
+        while frames and size < _BATCH_BYTES:
+            parts.append(frames.popleft())
+            size += len(parts[-1])
+        self._queued_bytes -= size
+        return b"".join(parts)
+
     async def write_forever(self, stream: trio.abc.SendStream, send_timeout: float) -> None:
         """Write frames as they come; never returns normally.
 
@@ -99,14 +120,9 @@ class Outbox:
                 if self._closed:
                     await trio.sleep_forever()
                 await self._has_frames.park()
-            batch = [self._frames.popleft()]
-            size = len(batch[0])
-            while self._frames and size < _BATCH_BYTES:
-                size += len(self._frames[0])
-                batch.append(self._frames.popleft())
             self._sending = True
             with trio.move_on_after(send_timeout) as scope:
-                await stream.send_all(b"".join(batch))
+                await stream.send_all(self._take_batch())
             self._sending = False
             if scope.cancelled_caught:
                 raise PeerStuck(f"orchestrator read nothing for {send_timeout:g}s")
