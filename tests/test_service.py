@@ -163,8 +163,35 @@ async def test_a_peer_that_never_reads_is_treated_as_gone(
     with trio.fail_after(60):
         code = await serve(theirs, options, backend)  # Ready is never read
     assert code == 3
+    assert trio.current_time() == 5  # the send timeout, from the first send
     assert backend.turns == []
     await ours.aclose()
+
+
+async def test_a_slow_reader_is_not_a_stuck_one(autojump_clock: trio.abc.Clock) -> None:
+    """The send timeout bounds each batch, not the stream's whole life."""
+    ours, theirs = trio.testing.lockstep_stream_pair()  # a write waits for a read
+    options = ShimOptions(send_timeout_secs=5, stats_interval_secs=1000)
+    got: list[p.AnyEvent] = []
+
+    async def slow_orchestrator() -> None:
+        reader = FrameReader(ours)
+        for _ in range(4):
+            await trio.sleep(4)  # under the timeout each time, 16 s in all
+            payload = await reader.receive()
+            assert payload is not None
+            got.append(p.decode_event(payload))
+            if len(got) == 1:
+                await ours.send_all(frame(p.encode(p.Ping())) * 3)
+        await ours.aclose()
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_orchestrator)
+            code = await serve(theirs, options, ScriptedBackend(silent))
+    assert code == 0
+    assert got == [p.Ready(), p.Pong(), p.Pong(), p.Pong()]
+    assert trio.current_time() >= 16
 
 
 async def test_queued_messages_run_in_order_on_one_executor(
