@@ -117,7 +117,8 @@ class Outbox:
         ``send_timeout``, or the stream's own error when it breaks.
         """
         # One scope for the writer's life, armed only while a batch is being
-        # sent: a scope per batch costs a Ping exchange ~7% of the shim's time.
+        # sent: entering a scope per batch cost ~4% of the instructions per
+        # Ping with 64 in flight (callgrind).
         with trio.CancelScope() as scope:
             while True:
                 while not self._frames:

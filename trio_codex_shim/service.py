@@ -160,9 +160,9 @@ class _Service:
             self.dispatch(outputs)
             if self.core.exited:
                 return
-            # Once a read, not once a frame: the outbox can pass its high water
-            # by the answers to one read's frames (a 64 KiB read holds at most
-            # ~3,400 Pings), and a frame costs a few microseconds less.
+            # Once a read, not once a frame (an await per frame): the outbox can
+            # pass its high water by the answers to one read's frames, at most
+            # ~3,400 for a 64 KiB read of Pings.
             await self.outbox.wait_for_room()
 
     async def write_events(self) -> None:
