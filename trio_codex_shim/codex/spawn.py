@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 
@@ -35,3 +37,26 @@ async def open_codex(argv: list[str], options: ShimOptions, env: dict[str, str])
         env=env,
         start_new_session=True,
     )
+
+
+_DEFAULT_PIPE_BYTES = 64 * 1024
+"""A Linux pipe's capacity unless widened."""
+
+
+def widen_pipe(fd: int, size: int) -> int:
+    """Ask for a pipe of ``size`` bytes behind ``fd``; the capacity it now has.
+
+    Best effort: past the per-user limit on pipe memory the kernel refuses
+    and the pipe keeps its size; a non-pipe (or a system without the call)
+    reports the default.
+    """
+    setter = getattr(fcntl, "F_SETPIPE_SZ", None)
+    getter = getattr(fcntl, "F_GETPIPE_SZ", None)
+    if setter is None or getter is None:
+        return _DEFAULT_PIPE_BYTES
+    with contextlib.suppress(OSError):  # over the per-user pipe limit: keep the size
+        fcntl.fcntl(fd, setter, size)
+    try:
+        return int(fcntl.fcntl(fd, getter))
+    except OSError:
+        return _DEFAULT_PIPE_BYTES
