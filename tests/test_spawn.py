@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from trio_codex_shim.codex.spawn import widen_pipe
+from trio_codex_shim.codex.spawn import PIPE_BYTES, widen_pipe
 
 
 def test_a_pipe_is_widened_and_reports_its_new_capacity() -> None:
@@ -27,4 +27,4 @@ def test_a_pipe_is_widened_and_reports_its_new_capacity() -> None:
 
 def test_a_file_is_not_a_pipe_and_gets_the_default(tmp_path: Path) -> None:
     with (tmp_path / "f").open("wb") as f:
-        assert widen_pipe(f.fileno(), 128 * 1024) == 64 * 1024
+        assert widen_pipe(f.fileno(), 128 * 1024) == PIPE_BYTES

@@ -62,13 +62,12 @@ from .events import (
 from .exec_argv import config_args
 from .launcher import ResolvedCodex
 from .lines import LineSplitter
-from .spawn import codex_env, open_codex
+from .spawn import PIPE_BYTES, codex_env, open_codex
 from .stderr_tail import Tail
 from .thread_id import is_valid_thread_id
 
 log = logging.getLogger(__name__)
 
-_READ_CHUNK: Final = 256 * 1024
 _DRAIN_SECS: Final = 1.0
 """After the server exits, how long its stdout may stay open (held by its children)."""
 CLIENT_NAME: Final = "trio-codex-shim"
@@ -322,7 +321,7 @@ class AppServerBackend:
         splitter = LineSplitter(self._options.max_line_bytes)
         try:
             async with proc.stdout:
-                while chunk := await proc.stdout.receive_some(_READ_CHUNK):
+                while chunk := await proc.stdout.receive_some(PIPE_BYTES):
                     active = self._active
                     if active is not None and active.server is server:
                         active.sink(OutputProduced(len(chunk)))
@@ -394,7 +393,7 @@ class AppServerBackend:
         assert proc.stderr is not None
         try:
             async with proc.stderr:
-                while chunk := await proc.stderr.receive_some(_READ_CHUNK):
+                while chunk := await proc.stderr.receive_some(PIPE_BYTES):
                     server.stderr.feed(bytes(chunk))
                     text = chunk.decode("utf-8", errors="replace").rstrip("\n")
                     log.debug("codex app-server stderr: %s", text[:2000])

@@ -16,20 +16,17 @@ from .exec_argv import exec_argv
 from .exec_jsonl import ExecTranslator
 from .launcher import ResolvedCodex
 from .lines import LineSplitter
-from .spawn import codex_env, open_codex, widen_pipe
+from .spawn import MAX_READ, PIPE_BYTES, codex_env, open_codex, widen_pipe
 from .stderr_tail import Tail
 
 log = logging.getLogger(__name__)
 
-_READ_CHUNK: Final = 64 * 1024
-"""Read size for Codex's stderr: a pipe's default capacity.  A read asking for
-more than the pipe holds pays for shrinking a large buffer (measured 8x)."""
 _STDOUT_PIPE: Final = 128 * 1024
-"""Codex's stdout pipe is widened to this, and read this much at a time: a
-busy turn's JSONL relays with ~15% less CPU a line than at 64 KiB (median of
-eleven side-by-side runs, 0-26%; each read costs Trio ~20 us).  Only the reads
-count: a 128 KiB pipe read 64 KiB at a time gained nothing, and 256 KiB reads
-from a 1 MiB pipe were slower."""
+"""Codex's stdout pipe is widened to this and read ~that much at a time: a
+busy turn's JSONL relays with ~15% less CPU a line than through a 64 KiB pipe
+(median of eleven side-by-side runs, 0-26%; each read costs Trio ~20 us).
+Only the reads count: a 128 KiB pipe read 64 KiB at a time gained nothing;
+256 KiB reads from a 1 MiB pipe were slower."""
 _DRAIN_SECS: Final = 1.0
 """After Codex exits, how long its pipes may stay open (held by its children)."""
 
@@ -113,9 +110,9 @@ class ExecBackend:
         assert proc.stdout is not None
         splitter = LineSplitter(self._options.max_line_bytes)
         transcript = self._transcript
-        read_size = _READ_CHUNK
+        read_size = PIPE_BYTES
         if isinstance(proc.stdout, trio.lowlevel.FdStream):
-            read_size = min(widen_pipe(proc.stdout.fileno(), _STDOUT_PIPE), _STDOUT_PIPE)
+            read_size = min(widen_pipe(proc.stdout.fileno(), _STDOUT_PIPE), MAX_READ)
         async with proc.stdout:
             while chunk := await proc.stdout.receive_some(read_size):
                 sink(OutputProduced(len(chunk)))
@@ -136,7 +133,7 @@ class ExecBackend:
         assert proc.stderr is not None
         transcript = self._transcript
         async with proc.stderr:
-            while chunk := await proc.stderr.receive_some(_READ_CHUNK):
+            while chunk := await proc.stderr.receive_some(PIPE_BYTES):
                 sink(OutputProduced(len(chunk)))
                 tail.feed(bytes(chunk))
                 text = chunk.decode("utf-8", errors="replace").rstrip("\n")

@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import subprocess
+from typing import Final
 
 import trio
 
@@ -39,8 +40,13 @@ async def open_codex(argv: list[str], options: ShimOptions, env: dict[str, str])
     )
 
 
-_DEFAULT_PIPE_BYTES = 64 * 1024
-"""A Linux pipe's capacity unless widened."""
+PIPE_BYTES: Final = 64 * 1024
+"""A Linux pipe's capacity unless widened: what the backends read at a time."""
+MAX_READ: Final = 128 * 1024 - 64
+"""The largest read whose buffer glibc takes from its heap: from 128 KiB up
+(its mmap threshold, less room for the bytes header) it maps a fresh buffer
+for every read. Measured: a read asking for 128 KiB took 33 us to return 500
+bytes, one asking 64 bytes less 1.4 us."""
 
 
 def widen_pipe(fd: int, size: int) -> int:
@@ -53,10 +59,10 @@ def widen_pipe(fd: int, size: int) -> int:
     setter = getattr(fcntl, "F_SETPIPE_SZ", None)
     getter = getattr(fcntl, "F_GETPIPE_SZ", None)
     if setter is None or getter is None:
-        return _DEFAULT_PIPE_BYTES
+        return PIPE_BYTES
     with contextlib.suppress(OSError):  # over the per-user pipe limit: keep the size
         fcntl.fcntl(fd, setter, size)
     try:
         return int(fcntl.fcntl(fd, getter))
     except OSError:
-        return _DEFAULT_PIPE_BYTES
+        return PIPE_BYTES
