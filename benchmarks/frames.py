@@ -26,6 +26,8 @@ from trio_codex_shim.framing import FrameReader, frame
 
 from .common import Row, median, progress, shim_argv, spawn_on_socketpair, stop_process
 
+_ROUND_LIMIT_SECS: Final = 600.0
+"""One round takes about a second, or seconds under valgrind."""
 _ECHO: Final = """
 import socket, sys
 s = socket.socket(fileno=int(sys.argv[1]))
@@ -65,22 +67,26 @@ trio.run(main)
 
 
 async def round_trips(stream: trio.abc.Stream, count: int, window: int) -> float:
-    """Seconds for ``count`` Pings, ``window`` in flight, until every reply is in."""
+    """Seconds for ``count`` Pings, ``window`` in flight, until every reply is in.
+
+    Bounded by :data:`_ROUND_LIMIT_SECS` (a peer that stops answering fails the run).
+    """
     ping = frame(p.encode(p.Ping()))
     batch = max(1, window // 2)
     reader = FrameReader(stream)
     start = time.perf_counter()
-    sent = min(window, count)
-    await stream.send_all(ping * sent)
-    received = 0
-    while received < count:
-        if await reader.receive() is None:
-            raise RuntimeError("the peer closed the stream")
-        received += 1
-        if received % batch == 0 and sent < count:
-            more = min(batch, count - sent)
-            await stream.send_all(ping * more)
-            sent += more
+    with trio.fail_after(_ROUND_LIMIT_SECS):
+        sent = min(window, count)
+        await stream.send_all(ping * sent)
+        received = 0
+        while received < count:
+            if await reader.receive() is None:
+                raise RuntimeError("the peer closed the stream")
+            received += 1
+            if received % batch == 0 and sent < count:
+                more = min(batch, count - sent)
+                await stream.send_all(ping * more)
+                sent += more
     return time.perf_counter() - start
 
 

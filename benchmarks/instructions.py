@@ -30,23 +30,33 @@ from trio_codex_shim.framing import FrameReader
 
 from .common import REPO, progress, shim_argv, spawn_on_socketpair, stop_process
 from .frames import round_trips
-from .jsonl import realistic_lines, write_standin
+from .jsonl import realistic_lines, stream_lines, write_standin
 
 _CALLGRIND: Final = ("valgrind", "--tool=callgrind", "--instr-atstart=no")
 _START_LIMIT_SECS: Final = 300.0
 """Starting Python and Trio under valgrind takes tens of seconds."""
+_CONTROL_LIMIT_SECS: Final = 60.0
+_CEILING_LIMIT_SECS: Final = 600.0
+
+
+async def _control(pid: int, *command: str) -> None:
+    """Tell the callgrind-run process ``pid`` to do ``command`` (bounded: valgrind polls)."""
+    with trio.fail_after(_CONTROL_LIMIT_SECS):
+        await trio.run_process(
+            ["callgrind_control", *command, str(pid)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
 
 async def _collect(pid: int, on: bool) -> None:
     """Switch counting on or off in the callgrind-run process ``pid``."""
-    argv = ["callgrind_control", "-i", "on" if on else "off", str(pid)]
-    await trio.run_process(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    await _control(pid, "-i", "on" if on else "off")
 
 
 async def _dump(pid: int) -> None:
     """Write the counts so far to a numbered file and start again from zero."""
-    argv = ["callgrind_control", "-d", str(pid)]
-    await trio.run_process(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    await _control(pid, "-d")
 
 
 def _totals(out: Path) -> list[int]:
@@ -117,8 +127,7 @@ async def per_line(tmp: Path, lines: int) -> tuple[float, float]:
             await _dump(pid)
     empty, full = _totals(out)[:2]
     total = repeat * len(block)
-    all_lines = ((b"\n".join(block) + b"\n") * repeat).split(b"\n")[:-1]
-    return (full - empty) / total, await _ceiling_per_line(all_lines)
+    return (full - empty) / total, await _ceiling_per_line(stream_lines(block, repeat))
 
 
 async def _ceiling_per_line(lines: list[bytes]) -> float:
@@ -139,7 +148,10 @@ async def _ceiling_per_line(lines: list[bytes]) -> float:
         )
         argv = [*_CALLGRIND, f"--callgrind-out-file={out}", sys.executable, "-c", script, str(data)]
         env = {**os.environ, "PYTHONPATH": os.fspath(REPO)}
-        await trio.run_process(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with trio.fail_after(_CEILING_LIMIT_SECS):
+            await trio.run_process(
+                argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
         return sum(_totals(out)) / len(lines)
 
 

@@ -97,6 +97,12 @@ def realistic_lines(count: int, seed: int = 1) -> list[bytes]:
     return lines[:count]
 
 
+def stream_lines(block: list[bytes], repeat: int) -> list[bytes]:
+    """The lines one stand-in run prints (``block``, ``repeat`` times), as distinct
+    objects cut from one buffer, as the shim gets them (not 1000 lines kept cache-hot)."""
+    return ((b"\n".join(block) + b"\n") * repeat).split(b"\n")[:-1]
+
+
 class StandIn(msgspec.Struct, frozen=True):
     """A stand-in Codex program, and what one run of it prints."""
 

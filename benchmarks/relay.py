@@ -23,7 +23,7 @@ from trio_codex_shim.client import open_shim
 from trio_codex_shim.codex import exec_jsonl
 
 from .common import Row, median, progress, shim_options
-from .jsonl import realistic_lines, write_standin
+from .jsonl import realistic_lines, stream_lines, write_standin
 
 _BLOCK: Final = 1000
 
@@ -48,8 +48,7 @@ async def relay_rows(tmp: Path, lines: int, rounds: int) -> list[Row]:
     block = realistic_lines(_BLOCK)
     repeat = max(1, lines // _BLOCK)
     standin = write_standin(tmp / "bin", block, repeat)
-    # Distinct objects from one buffer, as the shim gets them (not 1000 lines kept cache-hot).
-    all_lines = ((b"\n".join(block) + b"\n") * repeat).split(b"\n")[:-1]
+    all_lines = stream_lines(block, repeat)
     total = len(all_lines)
     per_run = standin.block_bytes * repeat
     mb = per_run / 1e6
